@@ -10,6 +10,7 @@ from ugate import UgateError, __version__
 
 # name -> (module, one-line help), in data-path order
 COMMANDS = {
+    "demo":   ("ugate.demo",    "the main job: train, export, run on a virtual board with the NPU stand-in, report"),
     "train":  ("ugate.train",   "train the baseline and the gated model on a dataset, calibrate the gate"),
     "export": ("ugate.export",  "quantize stage 1 + gate to int8 and write the device blob and stage 2"),
     "boards": ("ugate.boards",  "list the board definitions in boards/"),
