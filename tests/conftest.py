@@ -29,3 +29,39 @@ def run_micropython(code, files=(), cwd=None, heap="256K", timeout=120):
 @pytest.fixture
 def micropython():
     return run_micropython
+
+
+# Boards: tests marked `board` run on --port (default: a virtual board started once a session).
+def pytest_addoption(parser):
+    parser.addoption("--port", default="virtual", help="serial port of a MicroPython board, or virtual (default)")
+    parser.addoption("--board", default="virtual", help="board definition in boards/ (default virtual)")
+
+
+_port_problem = {}
+
+
+def pytest_runtest_setup(item):
+    port = item.config.getoption("--port")
+    if item.get_closest_marker("board") and port != "virtual":
+        if port not in _port_problem:
+            from ugate import UgateError
+            from ugate.board import check_port
+            try:
+                check_port(port)
+                _port_problem[port] = None
+            except UgateError as e:
+                _port_problem[port] = str(e)
+        if _port_problem[port]:
+            pytest.skip(f"no board on {port}: {_port_problem[port]}")
+
+
+@pytest.fixture(scope="session")
+def board_port(request, tmp_path_factory):
+    """The port of the board under test: a virtual board in a fresh folder unless --port names a real one."""
+    port = request.config.getoption("--port")
+    if port != "virtual":
+        yield port
+        return
+    from ugate.board import VirtualBoard
+    with VirtualBoard(tmp_path_factory.mktemp("virtual-board"), request.config.getoption("--board")) as vb:
+        yield vb.port
