@@ -1,0 +1,83 @@
+# Stage 1 + the GC layer on the device: parse and check a blob once, allocate every buffer once,
+# then run(inp) per sample without allocating. Weights stay in the blob's buffer (memoryview
+# slices), so RAM holds one copy of the model.
+from array import array
+import time
+
+import blob
+from kernels import KERNELS
+
+
+class Model:
+    def __init__(self, src, kernels="viper"):
+        # src: the blob (bytes, bytearray) or a path to it. The blob buffer should come from the
+        # heap (read(), bytearray): the int32 biases need 2-byte alignment for 16-bit loads.
+        if isinstance(src, str):
+            with open(src, "rb") as f:
+                src = f.read()
+        m = blob.parse(src)
+        if kernels not in KERNELS:
+            raise ValueError("kernels %r: one of %s" % (kernels, ", ".join(KERNELS)))
+        fns = KERNELS[kernels]
+        self.kernels = kernels
+        self.hash = m["hash"]
+        self.thr = m["thr"]
+        self.in_scale, self.act_scale = m["in_scale"], m["act_scale"]
+        self.names = [b[0] for b in m["bufs"]]      # buffers in run order, the input first
+        mem = [array("i", [0]) if kind == blob.I32 else bytearray(c * h * w) for _, c, h, w, kind in m["bufs"]]
+        self._bufs = dict(zip(self.names, mem))
+        bv = memoryview(src)
+        dummy = bytearray(4)
+        self._plan = ([], [], [])                   # per phase: (kernel, x, y, w, b, s, params)
+        act = None
+        for op, si, di, phase, relu, stride, k, mm, wo, bo, so in m["ops"]:
+            _, c, h, w, _ = m["bufs"][si]
+            _, co, ho, wo_, _ = m["bufs"][di]
+            nw, nb, ns = blob._extents(op, m["bufs"][si], m["bufs"][di], stride)[0]
+            p = {blob.CONV: (c, h, w, co, stride, ho, wo_, relu), blob.MAXPOOL: (c, h, w),
+                 blob.GPOOL: (c, h * w, mm, k), blob.DENSE: (c * h * w, co, relu), blob.LOGIT: (c * h * w,),
+                 blob.COMPRESS: (c, h * w)}[op]
+            sl = lambda off, n: bv[off:off + n] if n else dummy
+            self._plan[phase].append((fns[op - 1], mem[si], mem[di], sl(wo, nw), sl(bo, nb), sl(so, ns), array("i", p)))
+            if op == blob.LOGIT:
+                self._logit = mem[di]
+            elif op == blob.COMPRESS:
+                act = di
+        name, c, h, w, _ = m["bufs"][0]
+        self.in_shape, self.in_size = (c, h, w), c * h * w
+        self._in = memoryview(mem[0])
+        name, c, h, w, _ = m["bufs"][act]
+        self.act_shape, self.act_size = (c, h, w), c * h * w
+        self.act = memoryview(mem[act])
+        self.times = {"stage1": 0, "gate": 0, "compress": 0}
+        self.logit = 0
+        self.open = False
+
+    def buffer(self, name):
+        """A layer's output (memoryview of int8 CHW; the logit as array('i'))."""
+        b = self._bufs[name]
+        return b if isinstance(b, array) else memoryview(b)
+
+    def run(self, inp):
+        """inp: C*H*W int8 bytes (CHW). Returns the gate logit; sets open, logit, act, times."""
+        if len(inp) != self.in_size:
+            raise ValueError("input has %d bytes, the model takes %d" % (len(inp), self.in_size))
+        self._in[:] = inp
+        t0 = time.ticks_us()
+        for f, x, y, w, b, s, p in self._plan[0]:
+            f(x, y, w, b, s, p)
+        t1 = time.ticks_us()
+        for f, x, y, w, b, s, p in self._plan[1]:
+            f(x, y, w, b, s, p)
+        self.logit = self._logit[0]
+        self.open = self.logit >= self.thr
+        t2 = time.ticks_us()
+        if self.open:
+            for f, x, y, w, b, s, p in self._plan[2]:
+                f(x, y, w, b, s, p)
+        t3 = time.ticks_us()
+        self.times["stage1"] = time.ticks_diff(t1, t0)
+        self.times["gate"] = time.ticks_diff(t2, t1)
+        self.times["compress"] = time.ticks_diff(t3, t2)
+        return self.logit
+

@@ -1,0 +1,161 @@
+"""The stage-1 blob: the int8 model the device runs, and the fixed-point rules it is run by.
+This docstring is the normative definition; ugate.reference is its executable form.
+
+Layout (all little-endian; offsets count from the blob's first byte)
+  header   _HDR  "<4sHHI8sfffiBBH", 40 bytes:
+           magic b"UGB1", version (1), 0, size (bytes, trailer included), model hash (first 8
+           bytes of sha256 of the blob with this field zeroed and without the trailer),
+           in_scale, act_scale, logit_scale (float32), thr (int32), n_bufs, n_ops, 0
+  buffers  n_bufs x _BUF "<8sHHHH", 16 bytes: name (NUL-padded ASCII), c, h, w, kind
+           (I8 or I32). Tensors are C*H*W, CHW order. Buffer 0 is the input.
+  ops      n_ops x _OP "<BBBBBBBBIIII", 24 bytes: op, src, dst (buffer indices), phase
+           (STAGE1, GATE, PH_COMPRESS), relu, stride, k, 0, m, w, b, s (offsets; 0 when unused).
+           Each op reads one earlier-written buffer, so the gate branch and the compression
+           both read stage 1's output.
+  data     int8 weights, int32 biases (4-aligned), uint8 shifts, at the ops' offsets
+  trailer  CRC32 (binascii.crc32, uint32) of every byte before it
+
+Fixed point: every value below fits int32 for any int8 input, so 32-bit kernels are exact.
+  Activations int8 with one symmetric scale per tensor; the input
+           q = clamp(round(x / in_scale)) (host side, round half to even).
+  CONV     3x3, stride `stride`, zero padding 1, out h = ceil(h / stride). Weights w[co][ci][ky][kx]
+           int8, bias b[co] int32, shift n[co] (0..24). For each output:
+             acc = sum(w * x);  r = (1 << n) >> 1  (round half up);  y = (acc + b + r) >> n
+           (arithmetic shift), clamped to [0, 127] if relu else [-128, 127].
+           Export: w_q = round(w / (2^-n * s_out / s_in)), n the largest with |w_q| <= 127 and
+           |b_q| + 128 * 127 * K + r < 2^31 (K = terms summed), b_q = round(b * 2^n / s_out);
+           at n = 0 w_q is clipped to [-127, 127]. Weights are never -128.
+  DENSE    the same with w[o][i] over the flattened src (K = src size), dst c = outputs.
+  MAXPOOL  2x2, stride 2, floor: max of int8; same scale.
+  GPOOL    dst (2C, 1, 1): dst[c] = max over H*W of src[c]; dst[C + c] = (sum * m + r) >> k with
+           r = (1 << k) >> 1, m / 2^k ~ 1 / (H*W), m < 2^15, |sum| * m + r < 2^31; same scale.
+  LOGIT    one output, no shift: logit = acc + b (int32, |acc| + |b| < 2^31) into the I32 dst
+           of shape (1, 1, 1); weights w_q = round(w / s_w), s_w = max|w| / 127;
+           real logit = logit * logit_scale. The gate is open when logit >= thr,
+           thr = ceil(threshold / logit_scale).
+  COMPRESS y = min(max(x - t[c], 0), 127), t[c] int8 at `w`, in x's scale. dst is the activation
+           sent on (scale act_scale).
+  Ops come in phase order (STAGE1, GATE, PH_COMPRESS); the device runs COMPRESS only when open.
+"""
+import struct
+import binascii
+
+try:
+    from micropython import const
+except ImportError:
+    const = lambda x: x
+
+MAGIC = b"UGB1"
+VERSION = const(1)
+_HDR = "<4sHHI8sfffiBBH"
+_BUF = "<8sHHHH"
+_OP = "<BBBBBBBBIIII"
+_HDR_SIZE = const(40)
+_BUF_SIZE = const(16)
+_OP_SIZE = const(24)
+
+# ops
+CONV = const(1)
+MAXPOOL = const(2)
+GPOOL = const(3)
+DENSE = const(4)
+LOGIT = const(5)
+COMPRESS = const(6)
+OPS = ("", "conv", "maxpool", "gpool", "dense", "logit", "compress")
+# phases: the device times each, and runs COMPRESS only when the gate is open
+STAGE1 = const(0)
+GATE = const(1)
+PH_COMPRESS = const(2)
+# buffer kinds
+I8 = const(0)
+I32 = const(1)
+
+
+def _ceil(a, b):
+    return -(-a // b)
+
+
+def _extents(op, src, dst, stride):
+    """The (weight, bias, shift) bytes an op reads, and the dst shape (c, h, w) it must have."""
+    sc, sh, sw = src[1], src[2], src[3]
+    if op == CONV:
+        return (dst[1] * sc * 9, 4 * dst[1], dst[1]), (dst[1], _ceil(sh, stride), _ceil(sw, stride))
+    if op == MAXPOOL:
+        return (0, 0, 0), (sc, sh // 2, sw // 2)
+    if op == GPOOL:
+        return (0, 0, 0), (2 * sc, 1, 1)
+    if op == DENSE:
+        return (dst[1] * sc * sh * sw, 4 * dst[1], dst[1]), (dst[1], 1, 1)
+    if op == LOGIT:
+        return (sc * sh * sw, 4, 0), (1, 1, 1)
+    return (sc, 0, 0), (sc, sh, sw)   # COMPRESS
+
+
+def parse(buf):
+    """Check and parse a blob (bytes-like). Returns a dict: version, hash (bytes), size, in_scale,
+    act_scale, logit_scale, thr, bufs [(name, c, h, w, kind)], ops [(op, src, dst, phase, relu,
+    stride, k, m, w, b, s)]. Offsets point into `buf`: nothing is copied. ValueError names what is
+    wrong."""
+    n = len(buf)
+    if n < _HDR_SIZE + 4:
+        raise ValueError("blob truncated: %d bytes, a header needs %d" % (n, _HDR_SIZE + 4))
+    magic, ver, _, size, h, s_in, s_act, s_logit, thr, nb, no, _ = struct.unpack_from(_HDR, buf, 0)
+    if magic != MAGIC:
+        raise ValueError("not a ugate blob: magic %r, expected %r" % (magic, MAGIC))
+    if ver != VERSION:
+        raise ValueError("blob format version %d, this code reads version %d: re-export" % (ver, VERSION))
+    if size != n:
+        raise ValueError("blob size %d bytes, header says %d (truncated or padded)" % (n, size))
+    crc = struct.unpack_from("<I", buf, n - 4)[0]
+    if binascii.crc32(memoryview(buf)[:n - 4]) & 0xffffffff != crc:
+        raise ValueError("blob CRC32 mismatch: corrupted, copy it again")
+    bufs = []
+    at = _HDR_SIZE
+    for _ in range(nb):
+        name, c, bh, bw, kind = struct.unpack_from(_BUF, buf, at)
+        bufs.append((name.rstrip(b"\0").decode(), c, bh, bw, kind))
+        at += _BUF_SIZE
+    ops = []
+    for i in range(no):
+        rec = struct.unpack_from(_OP, buf, at)
+        at += _OP_SIZE
+        op, src, dst, phase, relu, stride, k, _, m, w, b, s = rec
+        if not 0 < op < len(OPS) or src >= nb or dst >= nb or stride < 1:
+            raise ValueError("blob op %d: bad record %r" % (i, rec))
+        nbytes, shape = _extents(op, bufs[src], bufs[dst], stride)
+        if shape != bufs[dst][1:4]:
+            raise ValueError("blob op %d (%s): output %r, expected %r" % (i, OPS[op], bufs[dst][1:4], shape))
+        for off, ln in zip((w, b, s), nbytes):
+            if ln and (off < at or off + ln > n - 4):
+                raise ValueError("blob op %d (%s): data [%d, %d) outside the blob" % (i, OPS[op], off, off + ln))
+        if nbytes[1] and b & 3:
+            raise ValueError("blob op %d (%s): bias offset %d not 4-aligned" % (i, OPS[op], b))
+        if ops and phase < ops[-1][3]:
+            raise ValueError("blob op %d (%s): phase %d after phase %d" % (i, OPS[op], phase, ops[-1][3]))
+        ops.append((op, src, dst, phase, relu, stride, k, m, w, b, s))
+    return {"version": ver, "hash": h, "size": n, "in_scale": s_in, "act_scale": s_act,
+            "logit_scale": s_logit, "thr": thr, "bufs": bufs, "ops": ops}
+
+
+def pack(bufs, ops, in_scale, act_scale, logit_scale, thr):
+    """Build a blob (host side). bufs: [(name, c, h, w, kind)]; ops: [(op, src, dst, phase, relu,
+    stride, k, m, w_bytes, b_bytes, s_bytes)] with the data as bytes (b'' when unused)."""
+    import hashlib
+    data_at = _HDR_SIZE + _BUF_SIZE * len(bufs) + _OP_SIZE * len(ops)
+    data, recs = bytearray(), bytearray()
+    for op, src, dst, phase, relu, stride, k, m, *arrays in ops:
+        offs = []
+        for j, a in enumerate(arrays):
+            if j == 1:
+                data.extend(b"\0" * (-(data_at + len(data)) % 4))   # int32 biases 4-aligned
+            offs.append(data_at + len(data) if len(a) else 0)
+            data.extend(a)
+        recs.extend(struct.pack(_OP, op, src, dst, phase, relu, stride, k, 0, m, *offs))
+    table = b"".join(struct.pack(_BUF, name.encode(), c, h, w, kind) for name, c, h, w, kind in bufs)
+    size = data_at + len(data) + 4
+    hdr = lambda h: struct.pack(_HDR, MAGIC, VERSION, 0, size, h, in_scale, act_scale, logit_scale, thr,
+                                len(bufs), len(ops), 0)
+    body = table + bytes(recs) + bytes(data)
+    h = hashlib.sha256(hdr(bytes(8)) + body).digest()[:8]
+    out = hdr(h) + body
+    return out + struct.pack("<I", binascii.crc32(out) & 0xffffffff)

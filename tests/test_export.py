@@ -1,0 +1,124 @@
+"""int8 export on a tiny gated model trained on sklearn digits in a few seconds. The fixture
+`tiny_model` (also used by test_kernels) trains it once per session."""
+import json
+import types
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ugate import UgateError, export, reference
+from ugate.model import Net, NetConfig, save
+from ugate.shared import blob as B
+from ugate.train import calibrate_threshold
+
+
+def digits():
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x, y = (d.images / 16.0).astype(np.float32)[:, None], (d.target == 3).astype(np.int64)   # "3" positive
+    i = np.random.RandomState(0).permutation(len(x))
+    split = lambda a: (a[i[:1100]], a[i[1100:1400]], a[i[1400:]])
+    (xtr, xva, xte), (ytr, yva, yte) = split(x), split(y)
+    return types.SimpleNamespace(name="digits", class_names=["negative", "three"], x_train=xtr, y_train=ytr,
+                                 x_val=xva, y_val=yva, x_test=xte, y_test=yte)
+
+
+def train_tiny(run_dir, gate_conv=0, epochs=12):
+    """Train a small gated Net on digits, calibrate its gate to 95% recall, save run_dir/model.pt."""
+    ds = digits()
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    cfg = NetConfig(in_shape=(1, 8, 8), n_classes=2, channels=[4, 8, 8], pools=[True, True, False], hidden=16,
+                    split=2, gate_hidden=8, gate_conv=gate_conv)
+    net = Net(cfg, gated=True)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    x, y = torch.as_tensor(ds.x_train), torch.as_tensor(ds.y_train)
+    for _ in range(epochs):
+        for i in range(0, len(x), 64):
+            logits, g, z = net(x[i:i + 64])
+            loss = F.cross_entropy(logits, y[i:i + 64]) + F.binary_cross_entropy_with_logits(g, y[i:i + 64].float()) \
+                + 0.1 * z.abs().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+    with torch.no_grad():
+        g = net(torch.as_tensor(ds.x_val))[1].numpy()
+    save(net, run_dir / "model.pt", threshold=calibrate_threshold(g[ds.y_val > 0], 0.95), data={"name_or_path": "digits"})
+    return ds
+
+
+_TINY = []
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """(blob bytes, dataset, export metrics) of the tiny digits model, trained once a session."""
+    if not _TINY:
+        tmp = tmp_path_factory.mktemp("tiny")
+        ds = train_tiny(tmp)
+        m = export.export(tmp, dataset=ds, quiet=True)
+        _TINY.append(((tmp / "stage1.blob").read_bytes(), ds, m))
+    return _TINY[0]
+
+
+def test_export_writes_run_files(tmp_path):
+    ds = train_tiny(tmp_path, gate_conv=5, epochs=6)
+    m = export.export(tmp_path, dataset=ds, quiet=True)
+    assert {p.name for p in tmp_path.iterdir()} >= {"model.pt", "stage1.blob", "stage2.npz", "export.json"}
+    assert json.loads((tmp_path / "export.json").read_text()) == json.loads(json.dumps(m))
+    for k in ("gated_accuracy", "negatives_stopped", "gate_recall", "positive_zeros"):
+        assert 0 <= m["int8"][k] <= 1 and 0 <= m["float"][k] <= 1
+    assert m["int8"]["gated_accuracy"] >= m["float"]["gated_accuracy"] - 0.02
+    assert m["gate_disagreement"] <= 0.02
+    raw, model = reference.load(tmp_path / "stage1.blob")
+    assert [op[0] for op in model["ops"]] == [B.CONV, B.MAXPOOL, B.CONV, B.MAXPOOL, B.CONV, B.GPOOL, B.DENSE,
+                                               B.LOGIT, B.COMPRESS]
+    z = np.load(tmp_path / "stage2.npz")
+    assert z["act_scale"] == pytest.approx(model["act_scale"]) and tuple(z["act_shape"]) == (8, 2, 2)
+    assert json.loads(str(z["config"]))["gate_conv"] == 5 and "stage2.0.conv.weight" in z
+    assert "gate disagreement" in export.table(m)
+
+
+def test_int8_close_to_float(tiny_model):
+    raw, ds, m = tiny_model
+    assert m["int8"]["gated_accuracy"] >= m["float"]["gated_accuracy"] - 0.01
+    assert m["gate_disagreement"] <= 0.01
+    r = reference.run(raw, export.quantize_input(ds.x_test, m["in_scale"]))
+    assert r["act"].dtype == np.int8 and r["act"].min() >= 0 and 0.05 < r["open"].mean() < 0.95
+
+
+def test_quantize_layer_rules():
+    rng = np.random.default_rng(1)
+    w, b = rng.normal(0, 0.3, (6, 2, 3, 3)), rng.normal(0, 0.5, 6)
+    s_in, s_out = 0.02, 0.05
+    w[5], b[5] = 0, 300 * s_out            # a dead channel with a large bias
+    wq, bq, n = export.quantize_layer(w, b, s_in, s_out)
+    assert np.abs(wq).max() <= 127 and n.max() <= 24 and n[5] == 22   # the bias bound caps n
+    for c in range(5):
+        s_w = 2.0 ** -int(n[c]) * s_out / s_in
+        assert np.abs(np.rint(w[c] / s_w)).max() <= 127 < np.abs(np.rint(w[c] / (s_w / 2))).max()   # largest n
+        assert bq[c] == round(b[c] / (s_in * s_w))
+    assert (np.abs(bq.astype(np.int64)) + 128 * 127 * 18 + ((1 << n.astype(np.int64)) >> 1) < 2 ** 31).all()
+
+
+def test_mean_multiplier():
+    for hw in (1, 4, 49, 196, 784, 1600, 4096):
+        m, k = export.mean_multiplier(hw)
+        assert m < 2 ** 15 and 128 * hw * m + ((1 << k) >> 1) < 2 ** 31
+        assert abs(m / 2 ** k * hw - 1) < 1e-3
+
+
+def test_quantize_input():
+    q = export.quantize_input([[-1.0, 0.0, 0.004, 0.006, 1.0, 5.0]], 0.01)
+    assert q.dtype == np.int8 and q.tolist() == [[-100, 0, 0, 1, 100, 127]]
+
+
+def test_export_errors(tmp_path):
+    with pytest.raises(UgateError, match="model.pt not found"):
+        export.export(tmp_path)
+    save(Net(NetConfig(in_shape=(1, 8, 8), n_classes=2)), tmp_path / "model.pt")
+    with pytest.raises(UgateError, match="no GC layer"):
+        export.export(tmp_path)
