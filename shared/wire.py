@@ -29,6 +29,8 @@ Payloads, by type (direction; layout):
     ACK          receiver -> sender: u16 acked seq.
     ERROR        either way: u8 code (E_*) + a short UTF-8 message.
     STATS        host -> device: empty (a request); device -> host: u32 counters, STATS_FIELDS.
+    BYE          host -> device: empty. Ends the session: the device acknowledges with ACK and
+                 returns to its REPL (binary streaming blocks Ctrl-C, so this is the way out).
 
 A receiver drops a frame whose seq repeats the previous frame's seq (a retransmission it already
 has), except HELLO. A frame failing COBS, length or CRC is counted as corrupt and never decoded.
@@ -67,8 +69,9 @@ ACTIVATIONS = const(5)
 ACK = const(6)
 ERROR = const(7)
 STATS = const(8)
+BYE = const(9)
 NAMES = {HELLO: "HELLO", INFO: "INFO", VECTOR: "VECTOR", RESULT: "RESULT",
-         ACTIVATIONS: "ACTIVATIONS", ACK: "ACK", ERROR: "ERROR", STATS: "STATS"}
+         ACTIVATIONS: "ACTIVATIONS", ACK: "ACK", ERROR: "ERROR", STATS: "STATS", BYE: "BYE"}
 
 # ERROR codes
 E_TYPE = const(1)      # a frame type the receiver does not take

@@ -1,0 +1,42 @@
+"""A streaming session with a board: the device main loop (device/main.py) started over the raw
+REPL, then the binary wire protocol on the same serial port (ugate.link). Used by run, hil and npu."""
+import contextlib
+
+from ugate import UgateError
+from ugate.board import connect
+from ugate.link import Link
+from ugate.shared import wire
+
+
+@contextlib.contextmanager
+def session(port, kernels="viper", timeout=2.0, blob_hash=None):
+    """Yield (link, info) for the board on `port` (a path, or "virtual" for a virtual board for the
+    block). blob_hash (8 bytes): the model the host expects; a board running another one is an error."""
+    if kernels not in ("viper", "portable"):
+        raise UgateError(f"unknown kernels {kernels!r}: viper or portable")
+    with connect(port) as t:
+        t.exec_raw_no_follow(f"import main\nmain.serve(kernels={kernels!r})")
+        _wait_ready(t, port)
+        link = Link(t.serial, timeout=timeout)
+        info = link.hello()
+        if blob_hash is not None and info["blob_hash"] != blob_hash:
+            raise UgateError(f"{port} runs model {info['blob_hash'].hex()}, not this one ({blob_hash.hex()}): "
+                             f"ugate deploy --port {port} MODEL_DIR")
+        try:
+            yield link, info
+        finally:
+            # BYE returns the board to its REPL; then collect what the program printed as it ended
+            with contextlib.suppress(UgateError):
+                link.request(wire.BYE, b"", wire.ACK)
+            with contextlib.suppress(Exception):
+                t.follow(timeout=5)
+
+
+def _wait_ready(t, port, timeout=10):
+    """The device writes one 0x00 once Ctrl-C is off; binary sent before that could interrupt it.
+    Anything else it printed is the reason it did not start (a traceback from the raw REPL)."""
+    got = t.read_until(1, b"\x00", timeout=timeout, timeout_overall=timeout)
+    if not got.endswith(b"\x00"):
+        text = got.replace(b"\x04", b"\n").rstrip(b">").decode(errors="replace").strip().splitlines()
+        reason = text[-1] if text else "no reply"
+        raise UgateError(f"the device main loop did not start on {port}: {reason} (ugate deploy --port {port} MODEL_DIR)")
