@@ -18,11 +18,11 @@ def session(port, kernels="viper", timeout=2.0, blob_hash=None):
         t.exec_raw_no_follow(f"import main\nmain.serve(kernels={kernels!r})")
         _wait_ready(t, port)
         link = Link(t.serial, timeout=timeout)
-        info = link.hello()
-        if blob_hash is not None and info["blob_hash"] != blob_hash:
-            raise UgateError(f"{port} runs model {info['blob_hash'].hex()}, not this one ({blob_hash.hex()}): "
-                             f"ugate deploy --port {port} MODEL_DIR")
         try:
+            info = link.hello()
+            if blob_hash is not None and info["blob_hash"] != blob_hash:
+                raise UgateError(f"{port} runs model {info['blob_hash'].hex()}, not this one ({blob_hash.hex()}): "
+                                 f"ugate deploy --port {port} MODEL_DIR")
             yield link, info
         finally:
             # BYE returns the board to its REPL; then collect what the program printed as it ended

@@ -182,6 +182,7 @@ class Decoder:
         self.buf = bytearray()
         self.corrupt = 0
         self.error = None
+        self.wire_bytes = {}   # type -> bytes of good frames of that type, delimiters included
         self._skip = False   # inside an overlong frame: drop bytes up to the next 0x00
 
     def feed(self, data):
@@ -198,6 +199,7 @@ class Decoder:
                 f = self._frame(bytearray(self.buf[start:z]))
                 if f:
                     frames.append(f)
+                    self.wire_bytes[f[0]] = self.wire_bytes.get(f[0], 0) + z - start + 1
             start = z + 1
         self.buf = self.buf[start:]
         if len(self.buf) > self.max:

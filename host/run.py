@@ -1,0 +1,178 @@
+"""End to end: the test set streams through a board (stage 1 + gate in int8 on the device), the
+positives' compressed activations cross the wire, stage 2 runs on the NPU stand-in (tinygrad), and
+every device result is checked against the host integer reference. Writes DIR/run.json."""
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ugate import UgateError
+
+PHASES = ("stage1", "gate", "encode", "transmit")
+
+
+class Experiment:
+    """A run folder's exported model with its test data, and what the host reference says of it.
+    The expected side of every device comparison (run and hil)."""
+
+    def __init__(self, model_dir, limit=None, seed=0, progress=True):
+        from ugate import data, model, reference
+        from ugate.export import export, quantize_input
+        from ugate.shared import blob
+        self.dir = Path(model_dir)
+        if not (self.dir / "model.pt").is_file():
+            raise UgateError(f"no {self.dir / 'model.pt'}: train first (ugate train --dataset NAME --out {self.dir})")
+        if not (self.dir / "stage1.blob").is_file() or not (self.dir / "stage2.npz").is_file():
+            export(self.dir, quiet=not progress)
+        _, ck = model.load(self.dir / "model.pt")
+        ds = data.load(**ck["data"])
+        x, self.y = ds.x_test, ds.y_test
+        if limit and limit < len(x):   # a seeded subset, every class kept in proportion
+            idx = np.sort(np.random.default_rng(seed).permutation(len(x))[:limit])
+            x, self.y = x[idx], self.y[idx]
+        self.blob = (self.dir / "stage1.blob").read_bytes()
+        self.meta = blob.parse(self.blob)
+        self.xq = quantize_input(x, self.meta["in_scale"])
+        self.ref = reference.run(self.blob, self.xq, progress=progress)
+        self.dataset = ck["data"]
+
+    def __len__(self):
+        return len(self.xq)
+
+
+@contextlib.contextmanager
+def board_port(port, board_dir=None):
+    """`port` itself, or a virtual board's pty for the block when port is "virtual"."""
+    if port != "virtual":
+        yield port
+        return
+    from ugate.board import VirtualBoard
+    with VirtualBoard(dir=board_dir) as vb:
+        yield vb.port
+
+
+def run(model_dir, port="virtual", kernels="viper", limit=None, progress=True, out=None):
+    """Stream the test set through device and NPU stand-in; return (and write) the run report."""
+    from tqdm import tqdm
+    from ugate.deploy import deploy
+    from ugate.npu import load_stage2
+    from ugate.session import session
+    from ugate.shared import wire
+
+    exp = Experiment(model_dir, limit, progress=progress)
+    stage2 = load_stage2(exp.dir / "stage2.npz")
+    ref = exp.ref
+    ref_pred = np.zeros(len(exp), np.int64)
+    if ref["open"].any():
+        ref_pred[ref["open"]] = stage2.predict(ref["act"][ref["open"]])
+
+    pred = np.zeros(len(exp), np.int64)
+    opened = np.zeros(len(exp), bool)
+    times = {p: [] for p in PHASES}
+    npu_s, mismatches, lost, in_a_row, first_mismatch = [], 0, 0, 0, None
+    stage2.predict(np.zeros((1, ref["act"][0].size), np.int8))   # compile the batch-1 JIT before timing
+    with board_port(port) as p:
+        deploy(p, exp.dir, progress=progress)
+        with session(p, kernels, blob_hash=exp.meta["hash"]) as (link, info):
+            t_start = time.perf_counter()
+            bar = tqdm(range(len(exp)), desc="stream", unit="sample", disable=not progress)
+            for i in bar:
+                try:
+                    r, act = link.infer(exp.xq[i].tobytes())
+                    in_a_row = 0
+                except UgateError:   # one sample lost after every retry; three in a row: the board is gone
+                    lost, in_a_row = lost + 1, in_a_row + 1
+                    if in_a_row == 3:
+                        raise
+                    continue
+                opened[i] = r["decision"]
+                for ph in PHASES[:2]:
+                    times[ph].append(r["t_" + ph])
+                same = r["logit"] == ref["logit"][i] and opened[i] == ref["open"][i]
+                if opened[i]:
+                    a = np.frombuffer(bytes(act), np.int8)
+                    same = same and np.array_equal(a, ref["act"][i].reshape(-1))
+                    t0 = time.perf_counter()
+                    pred[i] = stage2.predict(a[None])[0]
+                    npu_s.append(time.perf_counter() - t0)
+                    for ph in PHASES[2:]:
+                        times[ph].append(r["t_" + ph])
+                if not same:
+                    mismatches += 1
+                    first_mismatch = first_mismatch or i
+                if i % 50 == 0:
+                    bar.set_postfix(stopped=f"{1 - opened[:i + 1].mean():.1%}", mismatches=mismatches)
+            elapsed = time.perf_counter() - t_start
+            dev = link.device_stats()
+            host = dict(link.stats)
+            wire_bytes = dict(link.dec.wire_bytes)
+
+    y, n = exp.y, len(exp)
+    neg, pos = y == 0, y > 0
+    sent = int(opened.sum())
+    act_bytes = wire_bytes.get(wire.ACTIVATIONS, 0)
+    in_size, act_size = int(exp.xq[0].size), int(ref["act"][0].size)
+    report = {
+        "model": str(exp.dir), "dataset": exp.dataset, "port": port, "kernels": kernels,
+        "board": info["board"], "firmware": info["version"],
+        "samples": n,
+        "negatives_stopped": float((~opened[neg]).mean()) if neg.any() else None,
+        "gate_recall": float(opened[pos].mean()) if pos.any() else None,
+        "positives_sent": sent,
+        "accuracy": float((pred == y).mean()),
+        "reference_accuracy": float((ref_pred == y).mean()),
+        "mismatches": mismatches, "first_mismatch": first_mismatch,
+        "lost": lost,
+        "retransmits": host["retransmits"] + dev["retransmits"],
+        "corrupt_frames": host["corrupt"] + dev["corrupt"],
+        "duplicates": host["duplicates"] + dev["duplicates"],
+        "bytes_on_wire": sum(wire_bytes.values()),           # device -> host, every frame
+        "activation_bytes_on_wire": act_bytes,                 # the ACTIVATIONS frames alone
+        "bytes_per_positive": act_bytes / sent if sent else None,
+        "raw_input_bytes": n * in_size,                        # streaming every raw int8 input instead
+        "dense_activation_bytes": sent * act_size,             # the same positives, dense int8
+        "compression_vs_dense": sent * act_size / act_bytes if act_bytes else None,
+        "timings_us": {ph: float(np.mean(v)) if v else 0.0 for ph, v in times.items()},
+        "npu_ms_per_positive": 1e3 * float(np.mean(npu_s)) if npu_s else 0.0,
+        "samples_per_second": n / elapsed,   # streaming alone: deploy and start-up not counted
+        "stream_seconds": elapsed,
+    }
+    (Path(out) if out else exp.dir / "run.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def summary(r):
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.2f} %"
+    rows = [("samples", f"{r['samples']}"), ("negatives stopped", pct(r["negatives_stopped"])),
+            ("gate recall", pct(r["gate_recall"])), ("positives sent", f"{r['positives_sent']}"),
+            ("accuracy (device + NPU)", pct(r["accuracy"])), ("accuracy (host reference)", pct(r["reference_accuracy"])),
+            ("mismatches vs reference", f"{r['mismatches']}"), ("lost / retransmits", f"{r['lost']} / {r['retransmits']}"),
+            ("bytes per positive", "n/a" if r["bytes_per_positive"] is None else
+             f"{r['bytes_per_positive']:.1f} (dense int8 {r['dense_activation_bytes'] // max(r['positives_sent'], 1)}, "
+             f"{r['compression_vs_dense'] or 0:.1f}x smaller)"),
+            ("bytes on wire / raw input", f"{r['bytes_on_wire']} / {r['raw_input_bytes']} "
+             f"({r['raw_input_bytes'] / max(r['bytes_on_wire'], 1):.1f}x less)"),
+            ("device us: stage1 gate encode tx", " ".join(f"{r['timings_us'][p]:.0f}" for p in PHASES)),
+            ("NPU ms per positive", f"{r['npu_ms_per_positive']:.3f}"),
+            ("throughput", f"{r['samples_per_second']:.0f} samples/s")]
+    return "\n".join(f"  {k:<34} {v}" for k, v in rows)
+
+
+def add_arguments(parser):
+    parser.add_argument("--model", required=True, help="run folder from ugate train (exported if needed)")
+    parser.add_argument("--port", default="virtual", help="serial port of a board, or virtual (default)")
+    parser.add_argument("--kernels", default="viper", choices=("viper", "portable"), help="device kernel set")
+    parser.add_argument("--limit", type=int, help="stream only this many test samples (a seeded subset)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def main(args):
+    if args.limit is not None and args.limit < 1:
+        raise UgateError(f"--limit must be at least 1, not {args.limit}")
+    r = run(args.model, args.port, args.kernels, args.limit, progress=not args.quiet)
+    print(f"ugate run: {args.model} on {args.port} ({r['board']}, {args.kernels} kernels)")
+    print(summary(r))
+    print(f"wrote {Path(args.model) / 'run.json'}")
+    return 0 if r["mismatches"] == 0 and r["lost"] == 0 else 1
