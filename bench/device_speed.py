@@ -65,7 +65,7 @@ def main():
     c, h, w = model["bufs"][0][1:4]
     x = np.random.default_rng(0).integers(-128, 128, (8, c, h, w)).astype(np.int8)
     with tempfile.TemporaryDirectory() as tmp:
-        for f in ("device/kernels.py", "device/runtime.py", "shared/blob.py"):
+        for f in ("device/kernels.py", "device/kernels_portable.py", "device/runtime.py", "shared/blob.py"):
             shutil.copy(ROOT / f, tmp)
         Path(tmp, "stage1.blob").write_bytes(raw)
         Path(tmp, "inputs.bin").write_bytes(x.tobytes())

@@ -1,13 +1,14 @@
-# The stage-1 kernels, exact in 32-bit signed arithmetic (rules: blob.py's docstring; oracle:
-# ugate.reference). Each kernel comes twice with one signature f(x, y, w, b, s, p): a viper
-# version for speed and a portable plain-MicroPython twin. x, y: int8 tensors (CHW); w: int8
-# weights (or thresholds); b: int32 biases; s: uint8 shifts; p: array('i') of sizes. Unused
-# arguments get any buffer. Nothing allocates, so the per-sample loop never triggers the GC.
+# The stage-1 kernels in viper, exact in 32-bit signed arithmetic (rules: blob.py's docstring;
+# oracle: ugate.reference). kernels_portable.py holds their plain-MicroPython twins: a port
+# without viper cannot even compile this file. Every kernel has one signature f(x, y, w, b, s, p):
+# x, y: tensors (CHW; int8, or int16 where noted); w: int8 weights (or thresholds); b: int32
+# biases; s: uint8 shifts; p: array('i') of sizes. Unused arguments get any buffer. Nothing
+# allocates, so the per-sample loop never triggers the GC.
 #
-# Viper traps: ptr8/ptr16 loads are unsigned, so int8 is sign-extended by hand ((v ^ 0x80) - 0x80);
-# int32 biases are read as two 16-bit halves, the high one sign-extended, which is right on 32-bit
-# words and on the 64-bit unix port alike (a ptr32 load zero-extends there); no constant is above
-# 0x3fffffff, so none becomes a slow object.
+# Viper traps: ptr8/ptr16 loads are unsigned, so int8 and int16 are sign-extended by hand
+# ((v ^ 0x80) - 0x80, (v ^ 0x8000) - 0x8000); int32 biases are read as two 16-bit halves, the high one sign-extended,
+# which is right on 32-bit words and on the 64-bit unix port alike (a ptr32 load zero-extends
+# there); no constant is above 0x3fffffff, so none becomes a slow object.
 import micropython
 
 
@@ -92,24 +93,25 @@ def maxpool_v(x: ptr8, y: ptr8, w: ptr8, b: ptr8, s: ptr8, p: ptr32):
 
 
 @micropython.viper
-def gpool_v(x: ptr8, y: ptr8, w: ptr8, b: ptr8, s: ptr8, p: ptr32):
-    # p: c, hw, m, k. y[c] = max, y[C + c] = (sum * m + r) >> k.
+def gpool_v(x: ptr8, y: ptr16, w: ptr8, b: ptr8, s: ptr8, p: ptr32):
+    # p: c, hw, m, k, j. int16 y[c] = max << j, y[C + c] = (sum * m + r) >> (k - j).
     c = p[0]
     hw = p[1]
     m = p[2]
-    k = p[3]
+    j = p[4]
+    k = p[3] - j
     half = (1 << k) >> 1                            # round half up
     i = 0
     for ci in range(c):
         mx = -128
         sm = 0
-        for j in range(hw):
+        for _ in range(hw):
             v = (x[i] ^ 0x80) - 0x80
             i += 1
             sm += v
             if v > mx:
                 mx = v
-        y[ci] = mx
+        y[ci] = mx << j
         y[c + ci] = (sm * m + half) >> k
 
 
@@ -128,6 +130,30 @@ def dense_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
         acc += (1 << n) >> 1                        # round half up
         for i in range(nin):
             acc += ((w[wi] ^ 0x80) - 0x80) * ((x[i] ^ 0x80) - 0x80)
+            wi += 1
+        acc >>= n                                   # arithmetic shift
+        if acc < lo:
+            acc = lo
+        elif acc > 127:
+            acc = 127
+        y[o] = acc
+
+
+@micropython.viper
+def dense16_v(x: ptr16, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
+    # dense_v over an int16 src (a GPOOL's output).
+    nin = p[0]
+    nout = p[1]
+    lo = -128
+    if p[2]:
+        lo = 0
+    wi = 0
+    for o in range(nout):
+        n = s[o]
+        acc = (((b[2 * o + 1] ^ 0x8000) - 0x8000) << 16) | b[2 * o]
+        acc += (1 << n) >> 1                        # round half up
+        for i in range(nin):
+            acc += ((w[wi] ^ 0x80) - 0x80) * ((x[i] ^ 0x8000) - 0x8000)
             wi += 1
         acc >>= n                                   # arithmetic shift
         if acc < lo:
@@ -164,103 +190,5 @@ def compress_v(x: ptr8, y: ptr8, w: ptr8, b: ptr8, s: ptr8, p: ptr32):
             i += 1
 
 
-def _bias(b, c):
-    # int32 little-endian at b[4c], from bytes
-    return (((b[4 * c + 3] ^ 0x80) - 0x80) << 24) | (b[4 * c + 2] << 16) | (b[4 * c + 1] << 8) | b[4 * c]
-
-
-def conv_p(x, y, w, b, s, p):
-    cin = p[0]          # one at a time: unpacking would allocate a tuple or an iterator
-    h = p[1]
-    wd = p[2]
-    cout = p[3]
-    st = p[4]
-    ho = p[5]
-    wo = p[6]
-    lo = 0 if p[7] else -128
-    hw = h * wd
-    o = 0
-    for co in range(cout):
-        n = s[co]
-        bias = _bias(b, co) + ((1 << n) >> 1)      # round half up
-        wc = co * cin * 9
-        for oy in range(ho):
-            iy = oy * st - 1
-            ky0, ky1 = (1 if iy < 0 else 0), min(3, h - iy)
-            for ox in range(wo):
-                ix = ox * st - 1
-                kx0, kx1 = (1 if ix < 0 else 0), min(3, wd - ix)
-                acc = bias
-                for ci in range(cin):
-                    for ky in range(ky0, ky1):
-                        xr = ci * hw + (iy + ky) * wd + ix
-                        wr = wc + ci * 9 + ky * 3
-                        for kx in range(kx0, kx1):
-                            acc += ((w[wr + kx] ^ 0x80) - 0x80) * ((x[xr + kx] ^ 0x80) - 0x80)
-                y[o] = max(lo, min(127, acc >> n)) & 0xff   # arithmetic shift; stored as a byte
-                o += 1
-
-
-def maxpool_p(x, y, w, b, s, p):
-    c = p[0]
-    h = p[1]
-    wd = p[2]
-    o = 0
-    for ci in range(c):
-        for oy in range(h >> 1):
-            r = ci * h * wd + 2 * oy * wd
-            for ox in range(wd >> 1):
-                i = r + 2 * ox
-                y[o] = max((x[i] ^ 0x80) - 0x80, (x[i + 1] ^ 0x80) - 0x80,
-                           (x[i + wd] ^ 0x80) - 0x80, (x[i + wd + 1] ^ 0x80) - 0x80) & 0xff
-                o += 1
-
-
-def gpool_p(x, y, w, b, s, p):
-    c = p[0]
-    hw = p[1]
-    m = p[2]
-    k = p[3]
-    half = (1 << k) >> 1                            # round half up
-    for ci in range(c):
-        mx, sm = -128, 0
-        for i in range(ci * hw, ci * hw + hw):
-            v = (x[i] ^ 0x80) - 0x80
-            sm += v
-            if v > mx:
-                mx = v
-        y[ci] = mx & 0xff
-        y[c + ci] = ((sm * m + half) >> k) & 0xff
-
-
-def dense_p(x, y, w, b, s, p):
-    nin = p[0]
-    nout = p[1]
-    lo = 0 if p[2] else -128
-    for o in range(nout):
-        n = s[o]
-        acc = _bias(b, o) + ((1 << n) >> 1)        # round half up
-        wi = o * nin
-        for i in range(nin):
-            acc += ((w[wi + i] ^ 0x80) - 0x80) * ((x[i] ^ 0x80) - 0x80)
-        y[o] = max(lo, min(127, acc >> n)) & 0xff  # arithmetic shift
-
-
-def logit_p(x, y, w, b, s, p):
-    acc = _bias(b, 0)
-    for i in range(p[0]):
-        acc += ((w[i] ^ 0x80) - 0x80) * ((x[i] ^ 0x80) - 0x80)
-    y[0] = acc
-
-
-def compress_p(x, y, w, b, s, p):
-    hw = p[1]
-    for ci in range(p[0]):
-        t = (w[ci] ^ 0x80) - 0x80
-        for i in range(ci * hw, ci * hw + hw):
-            y[i] = max(0, min(127, ((x[i] ^ 0x80) - 0x80) - t))
-
-
-# name -> (conv, maxpool, gpool, dense, logit, compress), in blob op order (blob.CONV == 1 ...)
-KERNELS = {"viper": (conv_v, maxpool_v, gpool_v, dense_v, logit_v, compress_v),
-           "portable": (conv_p, maxpool_p, gpool_p, dense_p, logit_p, compress_p)}
+# in blob op order (blob.CONV == 1 ...), then dense over an int16 src
+KERNELS = (conv_v, maxpool_v, gpool_v, dense_v, logit_v, compress_v, dense16_v)

@@ -5,7 +5,22 @@ from array import array
 import time
 
 import blob
-from kernels import KERNELS
+
+
+def kernel_set(name):
+    """The kernels `name` ("viper" or "portable"): (name used, the KERNELS tuple). kernels.py is
+    imported only for viper, since a port without viper cannot compile it; then the portable set
+    is used, with a message saying so."""
+    if name not in ("viper", "portable"):
+        raise ValueError("kernels %r: viper or portable" % (name,))
+    if name == "viper":
+        try:
+            from kernels import KERNELS
+            return name, KERNELS
+        except (ImportError, SyntaxError, ValueError) as e:   # no native emitter, or an .mpy for another arch
+            print("viper kernels unavailable (%s): using the portable ones" % e)
+    from kernels_portable import KERNELS
+    return "portable", KERNELS
 
 
 class Model:
@@ -16,29 +31,28 @@ class Model:
             with open(src, "rb") as f:
                 src = f.read()
         m = blob.parse(src)
-        if kernels not in KERNELS:
-            raise ValueError("kernels %r: one of %s" % (kernels, ", ".join(KERNELS)))
-        fns = KERNELS[kernels]
-        self.kernels = kernels
+        self.kernels, fns = kernel_set(kernels)
         self.hash = m["hash"]
         self.thr = m["thr"]
         self.in_scale, self.act_scale = m["in_scale"], m["act_scale"]
         self.names = [b[0] for b in m["bufs"]]      # buffers in run order, the input first
-        mem = [array("i", [0]) if kind == blob.I32 else bytearray(c * h * w) for _, c, h, w, kind in m["bufs"]]
+        mem = [array("i", [0]) if kind == blob.I32 else bytearray(c * h * w * (2 if kind == blob.I16 else 1))
+               for _, c, h, w, kind in m["bufs"]]
         self._bufs = dict(zip(self.names, mem))
         bv = memoryview(src)
         dummy = bytearray(4)
         self._plan = ([], [], [])                   # per phase: (kernel, x, y, w, b, s, params)
         act = None
-        for op, si, di, phase, relu, stride, k, mm, wo, bo, so in m["ops"]:
-            _, c, h, w, _ = m["bufs"][si]
+        for op, si, di, phase, relu, stride, k, j, mm, wo, bo, so in m["ops"]:
+            _, c, h, w, kind = m["bufs"][si]
             _, co, ho, wo_, _ = m["bufs"][di]
             nw, nb, ns = blob._extents(op, m["bufs"][si], m["bufs"][di], stride)[0]
             p = {blob.CONV: (c, h, w, co, stride, ho, wo_, relu), blob.MAXPOOL: (c, h, w),
-                 blob.GPOOL: (c, h * w, mm, k), blob.DENSE: (c * h * w, co, relu), blob.LOGIT: (c * h * w,),
+                 blob.GPOOL: (c, h * w, mm, k, j), blob.DENSE: (c * h * w, co, relu), blob.LOGIT: (c * h * w,),
                  blob.COMPRESS: (c, h * w)}[op]
             sl = lambda off, n: bv[off:off + n] if n else dummy
-            self._plan[phase].append((fns[op - 1], mem[si], mem[di], sl(wo, nw), sl(bo, nb), sl(so, ns), array("i", p)))
+            f = fns[6] if kind == blob.I16 else fns[op - 1]   # dense over a GPOOL's int16
+            self._plan[phase].append((f, mem[si], mem[di], sl(wo, nw), sl(bo, nb), sl(so, ns), array("i", p)))
             if op == blob.LOGIT:
                 self._logit = mem[di]
             elif op == blob.COMPRESS:
@@ -54,7 +68,8 @@ class Model:
         self.open = False
 
     def buffer(self, name):
-        """A layer's output (memoryview of int8 CHW; the logit as array('i'))."""
+        """A layer's output (memoryview of its bytes, CHW, int16 little-endian for I16; the logit as
+        array('i'))."""
         b = self._bufs[name]
         return b if isinstance(b, array) else memoryview(b)
 

@@ -17,6 +17,7 @@ from ugate.shared import blob as B
 PERCENTILE = 99.999    # activation scale = this percentile of |a| / 127 (of 99.9..100, best gate agreement)
 CALIB = 5000            # training samples to calibrate on
 MAX_SHIFT = 24
+MEAN_BITS = 7           # fractional bits the gate's global pool keeps beyond its input's scale (blob GPOOL j)
 
 
 def quantize_input(x, scale):
@@ -33,9 +34,9 @@ def fold(block):
     return w.detach().numpy(), b.detach().numpy()
 
 
-def quantize_layer(w, b, s_in, s_out):
+def quantize_layer(w, b, s_in, s_out, xmax=128):
     """Per output channel: the largest shift n (0..24) with |w_q| <= 127 and no int32 overflow
-    possible; w (O, ...) float. Returns (w_q int8, b_q int32, n uint8)."""
+    possible for inputs |x| <= xmax; w (O, ...) float. Returns (w_q int8, b_q int32, n uint8)."""
     w2 = w.reshape(len(w), -1)
     K = w2.shape[1]
     wq, bq, ns = np.zeros(w2.shape, np.int8), np.zeros(len(w), np.int32), np.zeros(len(w), np.uint8)
@@ -43,9 +44,9 @@ def quantize_layer(w, b, s_in, s_out):
         for n in range(MAX_SHIFT, -1, -1):
             s_w = 2.0 ** -n * s_out / s_in                # weight scale: the fraction of s_out/s_in folded in
             q, qb = np.rint(w2[c] / s_w), round(b[c] / (s_in * s_w))
-            if n == 0 or (np.abs(q).max() <= 127 and abs(qb) + 128 * 127 * K + ((1 << n) >> 1) < 2 ** 31):
+            if n == 0 or (np.abs(q).max() <= 127 and abs(qb) + xmax * 127 * K + ((1 << n) >> 1) < 2 ** 31):
                 break
-        if abs(qb) + 128 * 127 * K >= 2 ** 31:
+        if abs(qb) + xmax * 127 * K >= 2 ** 31:
             raise UgateError(f"a bias of {b[c]:.3g} cannot be represented in int32 at scale {s_out:.3g}; retrain")
         wq[c], bq[c], ns[c] = np.clip(q, -127, 127), qb, n
     return wq.reshape(w.shape), bq, ns
@@ -86,13 +87,13 @@ def build(net, scales, threshold):
     gc = net.gc
     bufs, ops = [("input", *net.cfg.in_shape, B.I8)], []
 
-    def add(op, src, name, shape, phase, relu=0, stride=1, k=0, m=0, w=b"", b=b"", n=b"", kind=B.I8):
+    def add(op, src, name, shape, phase, relu=0, stride=1, k=0, j=0, m=0, w=b"", b=b"", n=b"", kind=B.I8):
         bufs.append((name, *shape, kind))
-        ops.append((op, src, len(bufs) - 1, phase, relu, stride, k, m, w, b, n))
+        ops.append((op, src, len(bufs) - 1, phase, relu, stride, k, j, m, w, b, n))
         return len(bufs) - 1
 
-    def q(wf, bf, s_in, s_out):
-        wq, bq, n = quantize_layer(wf, bf, s_in, s_out)
+    def q(wf, bf, s_in, s_out, xmax=128):
+        wq, bq, n = quantize_layer(wf, bf, s_in, s_out, xmax)
         return dict(w=wq.tobytes(), b=bq.astype("<i4").tobytes(), n=n.tobytes())
 
     def block(src, name, blk, s_in, phase):
@@ -113,9 +114,11 @@ def build(net, scales, threshold):
         src, s = block(src, "gconv", gc.gate_conv, s, B.GATE)
     _, c, h, w, _ = bufs[src]
     m, k = mean_multiplier(h * w)
-    src = add(B.GPOOL, src, "gpool", (2 * c, 1, 1), B.GATE, k=k, m=m)
+    j = min(MEAN_BITS, k)
+    src = add(B.GPOOL, src, "gpool", (2 * c, 1, 1), B.GATE, k=k, j=j, m=m, kind=B.I16)
     lin = lambda l: (l.weight.detach().double().numpy(), l.bias.detach().double().numpy())
-    src = add(B.DENSE, src, "gfc1", (gc.gate_fc1.out_features, 1, 1), B.GATE, 1, **q(*lin(gc.gate_fc1), s, scales["gfc1"]))
+    src = add(B.DENSE, src, "gfc1", (gc.gate_fc1.out_features, 1, 1), B.GATE, 1,
+              **q(*lin(gc.gate_fc1), s / 2 ** j, scales["gfc1"], 2 ** 15))
     w2, b2 = lin(gc.gate_fc2)
     s_w = max(np.abs(w2).max(), 1e-12) / 127        # one output, no shift: a per-tensor weight scale
     s_logit = scales["gfc1"] * s_w

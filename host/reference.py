@@ -12,13 +12,11 @@ from tqdm import tqdm
 from ugate import UgateError
 from ugate.shared import blob as B
 
-I32_MIN, I32_MAX = -2 ** 31, 2 ** 31 - 1
 
-
-def check_int32(what, x):
-    """Raise OverflowError if any value of x leaves int32 (x: int64 array)."""
-    if x.size and (x.min() < I32_MIN or x.max() > I32_MAX):
-        raise OverflowError(f"{what} leaves int32: range [{x.min()}, {x.max()}]")
+def check_int(what, x, bits=32):
+    """Raise OverflowError if any value of x (int64 array) leaves int32 (int16 with bits=16)."""
+    if x.size and (x.min() < -2 ** (bits - 1) or x.max() >= 2 ** (bits - 1)):
+        raise OverflowError(f"{what} leaves int{bits}: range [{x.min()}, {x.max()}]")
 
 
 def _dot(w, x, xmax):
@@ -36,7 +34,7 @@ def _requant(what, acc, bound, b, n, relu):
     """acc (N, O, P), b and n (O,): y = clamp((acc + b + r) >> n)."""
     b, n = b.astype(np.int64)[:, None], n.astype(np.int64)[:, None]
     half = (1 << n) >> 1                            # rounding add: round half up (0 when n = 0)
-    check_int32(f"{what}: |acc| + |bias| + rounding", bound + np.abs(b) + half)
+    check_int(f"{what}: |acc| + |bias| + rounding", bound + np.abs(b) + half)
     y = (acc + b + half) >> n                       # arithmetic shift right by the channel's n
     return np.clip(y, 0 if relu else -128, 127)
 
@@ -58,14 +56,17 @@ def maxpool(x):
     return np.maximum(np.maximum(a[:, :, 0::2, 0::2], a[:, :, 0::2, 1::2]), np.maximum(a[:, :, 1::2, 0::2], a[:, :, 1::2, 1::2]))
 
 
-def gpool(x, m, k, what="gpool"):
-    """(N, C, H, W) -> (N, 2C, 1, 1): global max, then the global mean as (sum * m + r) >> k."""
+def gpool(x, m, k, j=0, what="gpool"):
+    """(N, C, H, W) -> (N, 2C, 1, 1) int16 at scale s / 2^j: global max << j, then the global mean
+    as (sum * m + r) >> (k - j)."""
     x = x.astype(np.int64)
     total = x.sum(axis=(2, 3))
-    half = (1 << k) >> 1                            # rounding add: round half up
-    check_int32(f"{what}: |sum| * m + rounding", np.abs(total) * m + half)
-    mean = (total * m + half) >> k                  # arithmetic shift right by k: the division by H*W
-    return np.concatenate([x.max(axis=(2, 3)), mean], axis=1)[:, :, None, None]
+    half = (1 << (k - j)) >> 1                      # rounding add: round half up
+    check_int(f"{what}: |sum| * m + rounding", np.abs(total) * m + half)
+    mean = (total * m + half) >> (k - j)            # arithmetic shift: the division by H*W, j bits kept
+    y = np.concatenate([x.max(axis=(2, 3)) << j, mean], axis=1)[:, :, None, None]
+    check_int(f"{what}: output", y, 16)
+    return y
 
 
 def dense(x, w, b, n, relu=True, what="dense"):
@@ -77,7 +78,7 @@ def dense(x, w, b, n, relu=True, what="dense"):
 def logit(x, w, b, what="logit"):
     """One output, no shift: the int32 acc + b."""
     acc, bound = _dot(w.reshape(1, -1), x.reshape(len(x), -1, 1).astype(np.float64), _absmax(x))
-    check_int32(f"{what}: |acc| + |bias|", bound + abs(int(b[0])))
+    check_int(f"{what}: |acc| + |bias|", bound + abs(int(b[0])))
     return (acc + int(b[0])).reshape(len(x), 1, 1, 1)
 
 
@@ -103,14 +104,14 @@ def load(blob):
 
 def params(raw, model, op):
     """The numpy views of one op's weights, biases, shifts (or thresholds), by the blob's offsets."""
-    kind, src, dst, _, _, stride, k, m, wo, bo, so = op
+    kind, src, dst, _, _, stride, k, j, m, wo, bo, so = op
     (nw, nb, ns), _ = B._extents(kind, model["bufs"][src], model["bufs"][dst], stride)
     arr = lambda off, cnt, dt: np.frombuffer(raw, dt, cnt, off) if cnt else None
     return arr(wo, nw, np.int8), arr(bo, nb // 4, "<i4"), arr(so, ns, np.uint8)
 
 
 def _run_op(raw, model, i, x):
-    kind, src, dst, _, relu, stride, k, m, *_ = op = model["ops"][i]
+    kind, src, dst, _, relu, stride, k, j, m, *_ = op = model["ops"][i]
     w, b, n = params(raw, model, op)
     name = model["bufs"][dst][0]
     if kind == B.CONV:
@@ -118,7 +119,7 @@ def _run_op(raw, model, i, x):
     if kind == B.MAXPOOL:
         return maxpool(x)
     if kind == B.GPOOL:
-        return gpool(x, m, k, name)
+        return gpool(x, m, k, j, name)
     if kind == B.DENSE:
         return dense(x, w.reshape(len(b), -1), b, n, relu, name)
     if kind == B.LOGIT:
@@ -135,8 +136,8 @@ def run(blob, x, batch=500, progress=False):
     x = np.asarray(x)
     if x.shape[1:] != bufs[0][1:4]:
         raise UgateError(f"input shape {x.shape[1:]} does not match the blob's {bufs[0][1:4]}")
-    layers = {name: np.empty((len(x), c, h, w), np.int8 if kind == B.I8 else np.int32)
-              for name, c, h, w, kind in bufs}
+    dtypes = {B.I8: np.int8, B.I16: np.int16, B.I32: np.int32}
+    layers = {name: np.empty((len(x), c, h, w), dtypes[kind]) for name, c, h, w, kind in bufs}
     for lo in tqdm(range(0, len(x), batch), desc="reference", disable=not progress, leave=False):
         vals = {0: x[lo:lo + batch].astype(np.int64)}
         for i, op in enumerate(model["ops"]):

@@ -3,13 +3,14 @@ This docstring is the normative definition; ugate.reference is its executable fo
 
 Layout (all little-endian; offsets count from the blob's first byte)
   header   _HDR  "<4sHHI8sfffiBBH", 40 bytes:
-           magic b"UGB1", version (1), 0, size (bytes, trailer included), model hash (first 8
+           magic b"UGB1", version (2), 0, size (bytes, trailer included), model hash (first 8
            bytes of sha256 of the blob with this field zeroed and without the trailer),
            in_scale, act_scale, logit_scale (float32), thr (int32), n_bufs, n_ops, 0
   buffers  n_bufs x _BUF "<8sHHHH", 16 bytes: name (NUL-padded ASCII), c, h, w, kind
-           (I8 or I32). Tensors are C*H*W, CHW order. Buffer 0 is the input.
+           (I8, I16 or I32; I16 and I32 little-endian). Tensors are C*H*W, CHW order. Buffer 0 is
+           the input.
   ops      n_ops x _OP "<BBBBBBBBIIII", 24 bytes: op, src, dst (buffer indices), phase
-           (STAGE1, GATE, PH_COMPRESS), relu, stride, k, 0, m, w, b, s (offsets; 0 when unused).
+           (STAGE1, GATE, PH_COMPRESS), relu, stride, k, j, m, w, b, s (offsets; 0 when unused).
            Each op reads one earlier-written buffer, so the gate branch and the compression
            both read stage 1's output.
   data     int8 weights, int32 biases (4-aligned), uint8 shifts, at the ops' offsets
@@ -25,10 +26,14 @@ Fixed point: every value below fits int32 for any int8 input, so 32-bit kernels 
            Export: w_q = round(w / (2^-n * s_out / s_in)), n the largest with |w_q| <= 127 and
            |b_q| + 128 * 127 * K + r < 2^31 (K = terms summed), b_q = round(b * 2^n / s_out);
            at n = 0 w_q is clipped to [-127, 127]. Weights are never -128.
-  DENSE    the same with w[o][i] over the flattened src (K = src size), dst c = outputs.
+  DENSE    the same with w[o][i] over the flattened src (K = src size), dst c = outputs. The src
+           is I8, or the I16 of a GPOOL (|x| <= 2^15, so the bound reads |b_q| + 2^15 * 127 * K + r).
   MAXPOOL  2x2, stride 2, floor: max of int8; same scale.
-  GPOOL    dst (2C, 1, 1): dst[c] = max over H*W of src[c]; dst[C + c] = (sum * m + r) >> k with
-           r = (1 << k) >> 1, m / 2^k ~ 1 / (H*W), m < 2^15, |sum| * m + r < 2^31; same scale.
+  GPOOL    dst (2C, 1, 1) I16, at the finer scale s / 2^j (s: src's scale, j: the op's j, 0..7,
+           j <= k): dst[c] = (max over H*W of src[c]) << j; dst[C + c] = (sum * m + r) >> (k - j)
+           with r = (1 << (k - j)) >> 1, m / 2^k ~ 1 / (H*W), m < 2^15, |sum| * m + r < 2^31.
+           Why: a global mean is a few int8 units, so rounding it to s alone flips gate decisions;
+           j extra fractional bits keep it (|dst| <= 128 * 2^7 * (1 + 2^-14) < 2^15).
   LOGIT    one output, no shift: logit = acc + b (int32, |acc| + |b| < 2^31) into the I32 dst
            of shape (1, 1, 1); weights w_q = round(w / s_w), s_w = max|w| / 127;
            real logit = logit * logit_scale. The gate is open when logit >= thr,
@@ -46,7 +51,7 @@ except ImportError:
     const = lambda x: x
 
 MAGIC = b"UGB1"
-VERSION = const(1)
+VERSION = const(2)
 _HDR = "<4sHHI8sfffiBBH"
 _BUF = "<8sHHHH"
 _OP = "<BBBBBBBBIIII"
@@ -69,6 +74,7 @@ PH_COMPRESS = const(2)
 # buffer kinds
 I8 = const(0)
 I32 = const(1)
+I16 = const(2)
 
 
 def _ceil(a, b):
@@ -76,25 +82,25 @@ def _ceil(a, b):
 
 
 def _extents(op, src, dst, stride):
-    """The (weight, bias, shift) bytes an op reads, and the dst shape (c, h, w) it must have."""
+    """The (weight, bias, shift) bytes an op reads, and the dst (c, h, w, kind) it must have."""
     sc, sh, sw = src[1], src[2], src[3]
     if op == CONV:
-        return (dst[1] * sc * 9, 4 * dst[1], dst[1]), (dst[1], _ceil(sh, stride), _ceil(sw, stride))
+        return (dst[1] * sc * 9, 4 * dst[1], dst[1]), (dst[1], _ceil(sh, stride), _ceil(sw, stride), I8)
     if op == MAXPOOL:
-        return (0, 0, 0), (sc, sh // 2, sw // 2)
+        return (0, 0, 0), (sc, sh // 2, sw // 2, I8)
     if op == GPOOL:
-        return (0, 0, 0), (2 * sc, 1, 1)
+        return (0, 0, 0), (2 * sc, 1, 1, I16)
     if op == DENSE:
-        return (dst[1] * sc * sh * sw, 4 * dst[1], dst[1]), (dst[1], 1, 1)
+        return (dst[1] * sc * sh * sw, 4 * dst[1], dst[1]), (dst[1], 1, 1, I8)
     if op == LOGIT:
-        return (sc * sh * sw, 4, 0), (1, 1, 1)
-    return (sc, 0, 0), (sc, sh, sw)   # COMPRESS
+        return (sc * sh * sw, 4, 0), (1, 1, 1, I32)
+    return (sc, 0, 0), (sc, sh, sw, I8)   # COMPRESS
 
 
 def parse(buf):
     """Check and parse a blob (bytes-like). Returns a dict: version, hash (bytes), size, in_scale,
     act_scale, logit_scale, thr, bufs [(name, c, h, w, kind)], ops [(op, src, dst, phase, relu,
-    stride, k, m, w, b, s)]. Offsets point into `buf`: nothing is copied. ValueError names what is
+    stride, k, j, m, w, b, s)]. Offsets point into `buf`: nothing is copied. ValueError names what is
     wrong."""
     n = len(buf)
     if n < _HDR_SIZE + 4:
@@ -119,12 +125,14 @@ def parse(buf):
     for i in range(no):
         rec = struct.unpack_from(_OP, buf, at)
         at += _OP_SIZE
-        op, src, dst, phase, relu, stride, k, _, m, w, b, s = rec
-        if not 0 < op < len(OPS) or src >= nb or dst >= nb or stride < 1:
+        op, src, dst, phase, relu, stride, k, j, m, w, b, s = rec
+        if not 0 < op < len(OPS) or src >= nb or dst >= nb or stride < 1 or j > 7 or j > k:
             raise ValueError("blob op %d: bad record %r" % (i, rec))
         nbytes, shape = _extents(op, bufs[src], bufs[dst], stride)
-        if shape != bufs[dst][1:4]:
-            raise ValueError("blob op %d (%s): output %r, expected %r" % (i, OPS[op], bufs[dst][1:4], shape))
+        if shape != bufs[dst][1:5]:
+            raise ValueError("blob op %d (%s): output %r, expected %r" % (i, OPS[op], bufs[dst][1:5], shape))
+        if bufs[src][4] != I8 and not (op == DENSE and bufs[src][4] == I16):
+            raise ValueError("blob op %d (%s): input kind %d" % (i, OPS[op], bufs[src][4]))
         for off, ln in zip((w, b, s), nbytes):
             if ln and (off < at or off + ln > n - 4):
                 raise ValueError("blob op %d (%s): data [%d, %d) outside the blob" % (i, OPS[op], off, off + ln))
@@ -132,25 +140,25 @@ def parse(buf):
             raise ValueError("blob op %d (%s): bias offset %d not 4-aligned" % (i, OPS[op], b))
         if ops and phase < ops[-1][3]:
             raise ValueError("blob op %d (%s): phase %d after phase %d" % (i, OPS[op], phase, ops[-1][3]))
-        ops.append((op, src, dst, phase, relu, stride, k, m, w, b, s))
+        ops.append((op, src, dst, phase, relu, stride, k, j, m, w, b, s))
     return {"version": ver, "hash": h, "size": n, "in_scale": s_in, "act_scale": s_act,
             "logit_scale": s_logit, "thr": thr, "bufs": bufs, "ops": ops}
 
 
 def pack(bufs, ops, in_scale, act_scale, logit_scale, thr):
     """Build a blob (host side). bufs: [(name, c, h, w, kind)]; ops: [(op, src, dst, phase, relu,
-    stride, k, m, w_bytes, b_bytes, s_bytes)] with the data as bytes (b'' when unused)."""
+    stride, k, j, m, w_bytes, b_bytes, s_bytes)] with the data as bytes (b'' when unused)."""
     import hashlib
     data_at = _HDR_SIZE + _BUF_SIZE * len(bufs) + _OP_SIZE * len(ops)
     data, recs = bytearray(), bytearray()
-    for op, src, dst, phase, relu, stride, k, m, *arrays in ops:
+    for op, src, dst, phase, relu, stride, k, j, m, *arrays in ops:
         offs = []
-        for j, a in enumerate(arrays):
-            if j == 1:
+        for i, a in enumerate(arrays):
+            if i == 1:
                 data.extend(b"\0" * (-(data_at + len(data)) % 4))   # int32 biases 4-aligned
             offs.append(data_at + len(data) if len(a) else 0)
             data.extend(a)
-        recs.extend(struct.pack(_OP, op, src, dst, phase, relu, stride, k, 0, m, *offs))
+        recs.extend(struct.pack(_OP, op, src, dst, phase, relu, stride, k, j, m, *offs))
     table = b"".join(struct.pack(_BUF, name.encode(), c, h, w, kind) for name, c, h, w, kind in bufs)
     size = data_at + len(data) + 4
     hdr = lambda h: struct.pack(_HDR, MAGIC, VERSION, 0, size, h, in_scale, act_scale, logit_scale, thr,

@@ -65,3 +65,59 @@ def board_port(request, tmp_path_factory):
     from ugate.board import VirtualBoard
     with VirtualBoard(tmp_path_factory.mktemp("virtual-board"), request.config.getoption("--board")) as vb:
         yield vb.port
+
+
+# A tiny gated model trained on sklearn digits in a few seconds, for the export, reference and
+# kernel tests. Imports are local: most tests need no torch.
+def digits():
+    """sklearn digits as a ugate Dataset: "3" positive, 1100 / 300 / 397 samples."""
+    import types
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x, y = (d.images / 16.0).astype(np.float32)[:, None], (d.target == 3).astype(np.int64)   # "3" positive
+    i = np.random.RandomState(0).permutation(len(x))
+    split = lambda a: (a[i[:1100]], a[i[1100:1400]], a[i[1400:]])
+    (xtr, xva, xte), (ytr, yva, yte) = split(x), split(y)
+    return types.SimpleNamespace(name="digits", class_names=["negative", "three"], x_train=xtr, y_train=ytr,
+                                 x_val=xva, y_val=yva, x_test=xte, y_test=yte)
+
+
+def train_tiny(run_dir, gate_conv=0, epochs=12):
+    """Train a small gated Net on digits, calibrate its gate to 95% recall, save run_dir/model.pt."""
+    import torch
+    import torch.nn.functional as F
+    from ugate.model import Net, NetConfig, save
+    from ugate.train import calibrate_threshold
+    ds = digits()
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    cfg = NetConfig(in_shape=(1, 8, 8), n_classes=2, channels=[4, 8, 8], pools=[True, True, False], hidden=16,
+                    split=2, gate_hidden=8, gate_conv=gate_conv)
+    net = Net(cfg, gated=True)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    x, y = torch.as_tensor(ds.x_train), torch.as_tensor(ds.y_train)
+    for _ in range(epochs):
+        for i in range(0, len(x), 64):
+            logits, g, z = net(x[i:i + 64])
+            loss = F.cross_entropy(logits, y[i:i + 64]) + F.binary_cross_entropy_with_logits(g, y[i:i + 64].float()) \
+                + 0.1 * z.abs().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+    with torch.no_grad():
+        g = net(torch.as_tensor(ds.x_val))[1].numpy()
+    save(net, run_dir / "model.pt", threshold=calibrate_threshold(g[ds.y_val > 0], 0.95), data={"name_or_path": "digits"})
+    return ds
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """(blob bytes, dataset, export metrics) of the tiny digits model, trained once a session."""
+    from ugate import export
+    tmp = tmp_path_factory.mktemp("tiny")
+    ds = train_tiny(tmp)
+    m = export.export(tmp, dataset=ds, quiet=True)
+    return (tmp / "stage1.blob").read_bytes(), ds, m

@@ -8,12 +8,13 @@ from conftest import ROOT, run_micropython
 from ugate import UgateError, reference
 from ugate.shared import blob as B
 
-BUFS = [("input", 1, 4, 4, B.I8), ("conv0", 2, 4, 4, B.I8), ("gpool", 4, 1, 1, B.I8), ("logit", 1, 1, 1, B.I32),
-        ("act", 2, 4, 4, B.I8)]
-OPS = [(B.CONV, 0, 1, B.STAGE1, 1, 1, 0, 0, bytes(range(18)), struct.pack("<2i", -5, 2 ** 31 - 1), b"\x03\x18"),
-       (B.GPOOL, 1, 2, B.GATE, 0, 1, 19, 32768 // 16, b"", b"", b""),
-       (B.LOGIT, 2, 3, B.GATE, 0, 1, 0, 0, b"\x01\xff\x7f\x80", struct.pack("<i", -7), b""),
-       (B.COMPRESS, 1, 4, B.PH_COMPRESS, 0, 1, 0, 0, b"\x02\x05", b"", b"")]
+BUFS = [("input", 1, 4, 4, B.I8), ("conv0", 2, 4, 4, B.I8), ("gpool", 4, 1, 1, B.I16), ("gfc1", 2, 1, 1, B.I8),
+        ("logit", 1, 1, 1, B.I32), ("act", 2, 4, 4, B.I8)]
+OPS = [(B.CONV, 0, 1, B.STAGE1, 1, 1, 0, 0, 0, bytes(range(18)), struct.pack("<2i", -5, 2 ** 31 - 1), b"\x03\x18"),
+       (B.GPOOL, 1, 2, B.GATE, 0, 1, 19, 7, 32768 // 16, b"", b"", b""),
+       (B.DENSE, 2, 3, B.GATE, 1, 1, 0, 0, 0, bytes(8), struct.pack("<2i", 1, 2), b"\x09\x0a"),
+       (B.LOGIT, 3, 4, B.GATE, 0, 1, 0, 0, 0, b"\x01\xff", struct.pack("<i", -7), b""),
+       (B.COMPRESS, 1, 5, B.PH_COMPRESS, 0, 1, 0, 0, 0, b"\x02\x05", b"", b"")]
 
 
 def blob():
@@ -28,11 +29,11 @@ def reseal(b):
 def bad_blobs():
     b = blob()
     return {"truncated": b[:-10], "tiny": b[:20], "crc": b[:-5] + bytes([b[-5] ^ 1]) + b[-4:],
-            "version": reseal(b[:4] + struct.pack("<H", 2) + b[6:]), "magic": reseal(b"XXXX" + b[4:]),
+            "version": reseal(b[:4] + struct.pack("<H", 1) + b[6:]), "magic": reseal(b"XXXX" + b[4:]),
             "size": reseal(b[:-4] + b"\0\0\0\0" + b[-4:])}
 
 
-MESSAGES = {"truncated": "blob size", "tiny": "blob truncated", "crc": "CRC32 mismatch", "version": "version 2",
+MESSAGES = {"truncated": "blob size", "tiny": "blob truncated", "crc": "CRC32 mismatch", "version": "version 1, ",
             "magic": "not a ugate blob", "size": "header says"}
 
 
@@ -40,13 +41,13 @@ def test_round_trip():
     raw = blob()
     m = B.parse(raw)
     assert (m["version"], m["size"], m["thr"], m["in_scale"], m["act_scale"], m["logit_scale"]) == \
-        (1, len(raw), -3, 0.5, 0.25, 0.125)
+        (2, len(raw), -3, 0.5, 0.25, 0.125)
     assert m["bufs"] == BUFS and len(m["hash"]) == 8
     for rec, op in zip(m["ops"], OPS):
-        assert rec[:8] == op[:8]
-        for off, data in zip(rec[8:], op[8:]):
+        assert rec[:9] == op[:9]
+        for off, data in zip(rec[9:], op[9:]):
             assert raw[off:off + len(data)] == data if data else off == 0
-    assert m["ops"][0][9] % 4 == 0                                    # int32 biases aligned
+    assert m["ops"][0][10] % 4 == 0 and m["ops"][2][10] % 4 == 0     # int32 biases aligned
     assert B.pack(BUFS, OPS, 0.5, 0.25, 0.125, -3) == raw             # deterministic
     assert B.parse(B.pack(BUFS, OPS, 0.5, 0.25, 0.125, -2))["hash"] != m["hash"]
 
@@ -64,6 +65,13 @@ def test_bad_records_rejected():
         B.parse(B.pack([BUFS[0], ("conv0", 2, 3, 4, B.I8)], OPS[:1], 1, 1, 1, 0))
     with pytest.raises(ValueError, match="phase"):
         B.parse(B.pack(BUFS, [OPS[1], OPS[0]], 1, 1, 1, 0))
+    with pytest.raises(ValueError, match="output"):                  # a GPOOL writes I16
+        B.parse(B.pack(BUFS[:2] + [("gpool", 4, 1, 1, B.I8)], OPS[:2], 1, 1, 1, 0))
+    with pytest.raises(ValueError, match="input kind"):               # only DENSE reads I16
+        B.parse(B.pack(BUFS[:3] + [("logit", 1, 1, 1, B.I32)], OPS[:2] + [(B.LOGIT, 2, 3, B.GATE, 0, 1, 0, 0, 0,
+                                                                          bytes(4), bytes(4), b"")], 1, 1, 1, 0))
+    with pytest.raises(ValueError, match="bad record"):               # j <= 7
+        B.parse(B.pack(BUFS[:3], OPS[:1] + [OPS[1][:7] + (8,) + OPS[1][8:]], 1, 1, 1, 0))
 
 
 def test_parse_on_micropython(tmp_path):

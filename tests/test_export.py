@@ -1,67 +1,14 @@
-"""int8 export on a tiny gated model trained on sklearn digits in a few seconds. The fixture
-`tiny_model` (also used by test_kernels) trains it once per session."""
+"""int8 export on a tiny gated model trained on sklearn digits in a few seconds (conftest's
+`train_tiny`, `tiny_model`)."""
 import json
-import types
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
+from conftest import train_tiny
 from ugate import UgateError, export, reference
 from ugate.model import Net, NetConfig, save
 from ugate.shared import blob as B
-from ugate.train import calibrate_threshold
-
-
-def digits():
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x, y = (d.images / 16.0).astype(np.float32)[:, None], (d.target == 3).astype(np.int64)   # "3" positive
-    i = np.random.RandomState(0).permutation(len(x))
-    split = lambda a: (a[i[:1100]], a[i[1100:1400]], a[i[1400:]])
-    (xtr, xva, xte), (ytr, yva, yte) = split(x), split(y)
-    return types.SimpleNamespace(name="digits", class_names=["negative", "three"], x_train=xtr, y_train=ytr,
-                                 x_val=xva, y_val=yva, x_test=xte, y_test=yte)
-
-
-def train_tiny(run_dir, gate_conv=0, epochs=12):
-    """Train a small gated Net on digits, calibrate its gate to 95% recall, save run_dir/model.pt."""
-    ds = digits()
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    cfg = NetConfig(in_shape=(1, 8, 8), n_classes=2, channels=[4, 8, 8], pools=[True, True, False], hidden=16,
-                    split=2, gate_hidden=8, gate_conv=gate_conv)
-    net = Net(cfg, gated=True)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    x, y = torch.as_tensor(ds.x_train), torch.as_tensor(ds.y_train)
-    for _ in range(epochs):
-        for i in range(0, len(x), 64):
-            logits, g, z = net(x[i:i + 64])
-            loss = F.cross_entropy(logits, y[i:i + 64]) + F.binary_cross_entropy_with_logits(g, y[i:i + 64].float()) \
-                + 0.1 * z.abs().mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    net.eval()
-    with torch.no_grad():
-        g = net(torch.as_tensor(ds.x_val))[1].numpy()
-    save(net, run_dir / "model.pt", threshold=calibrate_threshold(g[ds.y_val > 0], 0.95), data={"name_or_path": "digits"})
-    return ds
-
-
-_TINY = []
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    """(blob bytes, dataset, export metrics) of the tiny digits model, trained once a session."""
-    if not _TINY:
-        tmp = tmp_path_factory.mktemp("tiny")
-        ds = train_tiny(tmp)
-        m = export.export(tmp, dataset=ds, quiet=True)
-        _TINY.append(((tmp / "stage1.blob").read_bytes(), ds, m))
-    return _TINY[0]
 
 
 def test_export_writes_run_files(tmp_path):
@@ -76,6 +23,8 @@ def test_export_writes_run_files(tmp_path):
     raw, model = reference.load(tmp_path / "stage1.blob")
     assert [op[0] for op in model["ops"]] == [B.CONV, B.MAXPOOL, B.CONV, B.MAXPOOL, B.CONV, B.GPOOL, B.DENSE,
                                                B.LOGIT, B.COMPRESS]
+    gp = model["ops"][5]
+    assert gp[7] == export.MEAN_BITS and model["bufs"][gp[2]][4] == B.I16    # the finer global pool
     z = np.load(tmp_path / "stage2.npz")
     assert z["act_scale"] == pytest.approx(model["act_scale"]) and tuple(z["act_shape"]) == (8, 2, 2)
     assert json.loads(str(z["config"]))["gate_conv"] == 5 and "stage2.0.conv.weight" in z
@@ -102,6 +51,9 @@ def test_quantize_layer_rules():
         assert np.abs(np.rint(w[c] / s_w)).max() <= 127 < np.abs(np.rint(w[c] / (s_w / 2))).max()   # largest n
         assert bq[c] == round(b[c] / (s_in * s_w))
     assert (np.abs(bq.astype(np.int64)) + 128 * 127 * 18 + ((1 << n.astype(np.int64)) >> 1) < 2 ** 31).all()
+    wq16, bq16, n16 = export.quantize_layer(w, b, s_in / 128, s_out, 2 ** 15)   # an I16 input at s_in / 2^7
+    assert (n16[:5] == n[:5] + 7).all() and (wq16[:5] == wq[:5]).all()   # same weights, 7 more bits of shift
+    assert (np.abs(bq16.astype(np.int64)) + 2 ** 15 * 127 * 18 + ((1 << n16.astype(np.int64)) >> 1) < 2 ** 31).all()
 
 
 def test_mean_multiplier():

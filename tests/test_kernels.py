@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import MICROPYTHON, ROOT, run_micropython
-from test_export import tiny_model  # noqa: F401  (fixture)
 from ugate import export, reference
 from ugate.model import Net, NetConfig
 
-DEVICE = [ROOT / "device" / "kernels.py", ROOT / "device" / "runtime.py", ROOT / "shared" / "blob.py"]
+DEVICE = [ROOT / "device" / "kernels.py", ROOT / "device" / "kernels_portable.py", ROOT / "device" / "runtime.py",
+          ROOT / "shared" / "blob.py"]
 I32 = 2 ** 31
 
 
@@ -25,15 +25,16 @@ def _x(rng, shape, mode):
     return rng.integers(-128, 128, shape).astype(np.int8)
 
 
-def _wbn(rng, cout, k, mode):
-    """Weights, the largest biases the export allows, shifts: saturating in `mode` min/max."""
+def _wbn(rng, cout, k, mode, xmax=128):
+    """Weights, the largest biases the export allows for inputs |x| <= xmax, shifts: saturating in
+    `mode` min/max."""
     w = rng.integers(-127, 128, (cout, k)).astype(np.int8)
     n = rng.integers(0, 25, cout).astype(np.uint8)
     n[0], n[-1] = 0, 24
     if mode in ("min", "max"):
         w[:] = 127 if mode == "max" else -127
         w[0] = -w[0]
-    room = I32 - 1 - 128 * 127 * k - ((1 << n.astype(np.int64)) >> 1)
+    room = I32 - 1 - xmax * 127 * k - ((1 << n.astype(np.int64)) >> 1)
     b = (rng.random(cout) * 2 - 1) * room
     if mode != "rand":
         b = np.where(np.arange(cout) % 2, room, -room)
@@ -52,14 +53,19 @@ def kernel_cases(seed=0):
         for c, h, w in [(2, 4, 4), (3, 5, 7)]:
             x = _x(rng, (1, c, h, w), mode)
             cases.append(("maxpool", x, None, None, None, [c, h, w], reference.maxpool(x)))
-        for c, h, w in [(3, 7, 7), (2, 28, 28), (1, 1, 1), (2, 40, 40)]:
+        for (c, h, w), j in [((3, 7, 7), 7), ((2, 28, 28), 0), ((1, 1, 1), 7), ((2, 40, 40), 3)]:
             x = _x(rng, (1, c, h, w), mode)
             m, k = export.mean_multiplier(h * w)
-            cases.append(("gpool", x, None, None, None, [c, h * w, m, k], reference.gpool(x, m, k)))
+            cases.append(("gpool", x, None, None, None, [c, h * w, m, k, j], reference.gpool(x, m, k, j)))
         for nin, nout, relu in [(10, 4, 1), (33, 5, 0)]:
             x = _x(rng, (1, nin), mode)
             wq, b, n = _wbn(rng, nout, nin, mode)
             cases.append(("dense", x, wq, b, n, [nin, nout, relu], reference.dense(x, wq, b, n, relu)))
+        for nin, nout, relu in [(12, 3, 1), (8, 4, 0)]:             # over a GPOOL's int16 output
+            x = _x(rng, (1, nin), mode).astype(np.int16) << 7
+            x[0, 0] = 2 ** 15 - 1 if mode != "min" else x[0, 0]
+            wq, b, n = _wbn(rng, nout, nin, mode, xmax=2 ** 15)
+            cases.append(("dense16", x, wq, b, n, [nin, nout, relu], reference.dense(x, wq, b, n, relu)))
         x = _x(rng, (1, 17), mode)
         wq, b, _ = _wbn(rng, 1, 17, mode)
         cases.append(("logit", x, wq, b, None, [17], reference.logit(x, wq, b)))
@@ -72,14 +78,14 @@ def kernel_cases(seed=0):
 KERNEL_MAIN = """
 import json, binascii
 from array import array
-from kernels import KERNELS
-NAMES = ("conv", "maxpool", "gpool", "dense", "logit", "compress")
+import kernels, kernels_portable
+NAMES = ("conv", "maxpool", "gpool", "dense", "logit", "compress", "dense16")
 h = lambda s: binascii.unhexlify(s) if s else bytearray(4)
 for c in json.load(open("cases.json")):
     out = []
-    for k in ("viper", "portable"):
+    for ks in (kernels.KERNELS, kernels_portable.KERNELS):
         y = array("i", [0]) if c["k"] == "logit" else bytearray(c["ny"])
-        KERNELS[k][NAMES.index(c["k"])](h(c["x"]), y, h(c["w"]), h(c["b"]), h(c["s"]), array("i", c["p"]))
+        ks[NAMES.index(c["k"])](h(c["x"]), y, h(c["w"]), h(c["b"]), h(c["s"]), array("i", c["p"]))
         out.append(str(y[0]) if c["k"] == "logit" else binascii.hexlify(y).decode())
     print(" ".join(out))
 """
@@ -89,11 +95,11 @@ def test_kernels_match_reference(tmp_path):
     cases = kernel_cases()
     hx = lambda a: "" if a is None else np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes().hex()
     (tmp_path / "cases.json").write_text(json.dumps(
-        [{"k": k, "x": hx(x), "w": hx(w), "b": hx(b), "s": hx(s), "p": [int(v) for v in p], "ny": int(y.size)}
+        [{"k": k, "x": hx(x), "w": hx(w), "b": hx(b), "s": hx(s), "p": [int(v) for v in p], "ny": int(y.size) * (2 if k == "gpool" else 1)}
          for k, x, w, b, s, p, y in cases]))
     lines = run_micropython(KERNEL_MAIN, DEVICE + [tmp_path / "cases.json"]).split("\n")
     for (k, x, w, b, s, p, y), line in zip(cases, lines):
-        want = str(int(y.reshape(-1)[0])) if k == "logit" else y.astype(np.int8).tobytes().hex()
+        want = str(int(y.reshape(-1)[0])) if k == "logit" else y.astype("<i2" if k == "gpool" else np.int8).tobytes().hex()
         viper, portable = line.split(" ")
         assert viper == want, f"viper {k} {p}"
         assert portable == want, f"portable {k} {p}"
@@ -196,6 +202,19 @@ except ValueError as e:
 """, DEVICE + [tmp_path / "stage1.blob"])
     assert "(1, 8, 8) 64" in out and "ValueError input has 3 bytes, the model takes 64" in out
     assert "kernels 'fast'" in out
+
+
+def test_portable_fallback_without_viper(tmp_path, tiny_model):
+    """A port without viper cannot compile kernels.py: the runtime says so and runs the portable set."""
+    (tmp_path / "stage1.blob").write_bytes(tiny_model[0])
+    (tmp_path / "kernels.py").write_text("@micropython.viper\ndef f(x: ptr8):\n    pass\nx = (\n")   # a SyntaxError
+    out = run_micropython("""
+from runtime import Model
+m = Model("stage1.blob", "viper")
+print(m.kernels, m.run(bytes(m.in_size)))
+""", DEVICE[1:] + [tmp_path / "stage1.blob", tmp_path / "kernels.py"])
+    logit = reference.run(tiny_model[0], np.zeros((1, 1, 8, 8), np.int8))["logit"][0]
+    assert out.startswith("viper kernels unavailable (") and out.split("\n")[1] == f"portable {logit}"
 
 
 def test_device_files_compile_for_xtensawin(tmp_path):

@@ -36,6 +36,8 @@ def test_pools_and_compress():
     assert R.maxpool(x).tolist() == [[[[-10, -8, -6, -4], [8, 10, 12, 14]]]]
     g = R.gpool(x, 1 << 10, 10 + 5)                   # m / 2^k = 1/32: sum 90 * 1/32 = 2.8125 -> 3
     assert g.reshape(-1).tolist() == [24, 3]
+    g = R.gpool(x, 1 << 10, 10 + 5, 3)               # 3 fractional bits: max 24 * 8, mean 22.5 -> 23
+    assert g.reshape(-1).tolist() == [192, 23]
     assert R.compress(np.array([-3, 0, 4, 127]).reshape(1, 4, 1, 1), np.array([-128, 1, 2, -1], np.int8)) \
         .reshape(-1).tolist() == [125, 0, 2, 127]
 
@@ -48,6 +50,8 @@ def test_int32_check_fires():
     R.conv(x, w, np.array([2 ** 31 - 1 - 8 * 9 * 128 * 127], np.int32), np.array([0], np.uint8))   # just fits
     with pytest.raises(OverflowError, match="gpool"):
         R.gpool(np.full((1, 1, 40, 40), 127), 2 ** 15 - 1, 15)
+    with pytest.raises(OverflowError, match="int16"):
+        R.gpool(np.full((1, 1, 2, 2), 127), 1 << 13, 15, 9)
     with pytest.raises(OverflowError, match="logit"):
         R.logit(np.full((1, 200), -128), np.full(200, 127, np.int8), np.array([2 ** 31 - 1000], np.int32))
 

@@ -73,7 +73,8 @@ def test_hil_names_the_first_differing_layer(run_dir, board_port):
     blob = bytearray((run_dir / "stage1.blob").read_bytes())
     meta = B.parse(blob)
     conv = next(op for op in meta["ops"] if op[0] == B.CONV)
-    blob[conv[8]] ^= 0x55   # the first weight of the first conv
+    op, src, dst, phase, relu, stride, k, j, m, w_off, b_off, s_off = conv
+    blob[w_off] ^= 0x55   # the first weight of the first conv
     body = len(blob) - 4
     blob[body:] = struct.pack("<I", zlib.crc32(bytes(blob[:body])))
     deploy(board_port, run_dir, progress=False)
@@ -81,7 +82,7 @@ def test_hil_names_the_first_differing_layer(run_dir, board_port):
     rep = hil(run_dir, board_port, kernels=("viper",), limit=120, deploy_first=False, progress=False)
     assert not rep["passed"]
     r = rep["runs"][0]
-    first_conv = meta["bufs"][conv[2]][0]
+    first_conv = meta["bufs"][dst][0]
     assert r["mismatches"] > 0 and r["first_difference"].split(": ")[1].startswith(first_conv + "["), r["first_difference"]
     deploy(board_port, run_dir, progress=False)   # leave the board as the other tests expect it
 
