@@ -1,9 +1,13 @@
 """ugate device main loop (MicroPython): input vectors in, gate decisions and compressed activations out.
 
-The host starts it over the raw REPL (`import main; main.serve()`), speaks first (HELLO), then sends
-VECTOR frames; each gets a RESULT, and an open gate sends the sparse activations first. BYE ends
-the session and returns to the REPL. Not run at boot on purpose: binary streaming turns Ctrl-C off,
-and a board that streams from power-on could not be deployed to again without a reset.
+Two ways in, one per-sample path (infer):
+- serve(): the host sends each input (VECTOR frames: HIL, demos). Each gets a RESULT; an open gate
+  sends the sparse ACTIVATIONS first.
+- stream(): the device reads its own input, here a replay file standing in for a sensor, and pushes
+  RESULT/ACTIVATIONS unsolicited, numbered by sample; STATS follows the last sample.
+The host starts either over the raw REPL (`import main; main.serve()`) and speaks first (HELLO);
+BYE ends the session and returns to the REPL. Not run at boot on purpose: binary streaming turns
+Ctrl-C off, and a board that streamed from power-on could not be deployed to again without a reset.
 """
 import gc
 import os
@@ -17,47 +21,89 @@ from runtime import Model
 VERSION = "0.1.0"
 
 
+class Device:
+    def __init__(self, blob, kernels, inp, out):
+        try:
+            self.model, self.problem = Model(blob, kernels), None
+        except Exception as e:   # a bad blob is reported to the host, which shows it; we stay up
+            self.model, self.problem = None, "%s: %s" % (blob, e)
+        m = self.model
+        self.n_in, self.n_act = (m.in_size, m.act_size) if m else (64, 64)
+        self.board = os.uname().machine if hasattr(os, "uname") else sys.implementation._machine
+        self.samples = self.opens = 0
+        gc.collect()
+        self.link = Link(inp or sys.stdin.buffer, out or sys.stdout.buffer, self.n_in, self.n_act)
+
+    def infer(self, x):
+        """Stage 1 and the gate on x (int8 bytes); ACTIVATIONS if open, then RESULT."""
+        m, link = self.model, self.link
+        logit = m.run(x)
+        times = m.times
+        t_encode = t_transmit = 0
+        self.samples += 1
+        if m.open:
+            self.opens += 1
+            t0 = time.ticks_us()
+            link.encode(m.act, self.n_act)
+            t1 = time.ticks_us()
+            link.send_activations()
+            t_encode = time.ticks_diff(t1, t0) + times["compress"]
+            t_transmit = time.ticks_diff(time.ticks_us(), t1)
+        link.send_result(logit, m.open, times["stage1"], times["gate"], t_encode, t_transmit)
+
+    def handle(self, t):
+        """A frame other than VECTOR; False when the session ends (BYE or end of input)."""
+        link = self.link
+        if t is None or t == wire.BYE:
+            if t is not None:
+                link.send(wire.ACK, wire.wr_ack(link.last))
+            return False
+        if t == wire.STATS:
+            link.send_stats(self.samples, self.opens)
+        elif self.problem is not None:
+            link.send_error(wire.E_MODEL, self.problem)
+        elif t == wire.HELLO:
+            link.send_info(VERSION, self.model.hash, self.board, gc.mem_free())
+        else:
+            link.send_error(wire.E_TYPE, wire.NAMES.get(t, str(t)))
+        return True
+
+
 def serve(blob="model.blob", kernels="viper", inp=None, out=None):
-    try:
-        model = Model(blob, kernels)
-        problem = None
-    except Exception as e:   # a bad blob is reported to the host, which shows it; we stay up
-        model, problem = None, "%s: %s" % (blob, e)
-    n_in = model.in_size if model else 64
-    n_act = model.act_size if model else 64
-    board = os.uname().machine if hasattr(os, "uname") else sys.implementation._machine
-    samples = opens = 0
-    gc.collect()
-    with Link(inp or sys.stdin.buffer, out or sys.stdout.buffer, n_in, n_act) as link:
+    d = Device(blob, kernels, inp, out)
+    with d.link as link:
         link.out.write(b"\x00")   # ready: Ctrl-C is off now, so the host may send binary (idle fill)
         while True:
             t = link.read_frame()
-            if t is None or t == wire.BYE:
-                if t is not None:
-                    link.send(wire.ACK, wire.wr_ack(link.last))
+            if t == wire.VECTOR and d.problem is None:
+                if link.n == d.n_in:
+                    d.infer(link.payload)
+                else:
+                    link.send_error(wire.E_LENGTH, "vector of %d bytes, model takes %d" % (link.n, d.n_in))
+            elif not d.handle(t):
                 return
-            if problem is not None and t != wire.STATS:
-                link.send_error(wire.E_MODEL, problem)
-            elif t == wire.HELLO:
-                link.send_info(VERSION, model.hash, board, gc.mem_free())
-            elif t == wire.VECTOR:
-                if link.n != n_in:
-                    link.send_error(wire.E_LENGTH, "vector of %d bytes, model takes %d" % (link.n, n_in))
-                    continue
-                logit = model.run(link.payload)
-                times = model.times
-                t_encode = t_transmit = 0
-                samples += 1
-                if model.open:
-                    opens += 1
-                    t0 = time.ticks_us()
-                    link.encode(model.act, n_act)
-                    t1 = time.ticks_us()
-                    link.send_activations()
-                    t_encode = time.ticks_diff(t1, t0) + times["compress"]
-                    t_transmit = time.ticks_diff(time.ticks_us(), t1)
-                link.send_result(logit, model.open, times["stage1"], times["gate"], t_encode, t_transmit)
-            elif t == wire.STATS:
-                link.send_stats(samples, opens)
-            else:
-                link.send_error(wire.E_TYPE, wire.NAMES.get(t, str(t)))
+
+
+def stream(source="sensor.bin", blob="model.blob", kernels="viper", inp=None, out=None):
+    d = Device(blob, kernels, inp, out)
+    try:
+        f = open(source, "rb")
+    except OSError:
+        f = None
+        d.problem = d.problem or "no %s on the board: ugate npu --replay N puts test vectors there" % source
+    x = bytearray(d.n_in)
+    with d.link as link:
+        link.out.write(b"\x00")
+        while True:   # the host speaks first
+            t = link.read_frame()
+            if not d.handle(t):
+                return
+            if t == wire.HELLO and d.problem is None:
+                break
+        while f.readinto(x) == d.n_in:
+            link.vseq = d.samples & 0xFFFF   # RESULT and ACTIVATIONS carry the sample number
+            d.infer(x)
+        f.close()
+        link.send_stats(d.samples, d.opens)   # unsolicited: the end of the input
+        while d.handle(link.read_frame()):
+            pass

@@ -153,3 +153,100 @@ def torch_stage2(path):
         with torch.inference_mode():
             return net.stage2(torch.from_numpy(_batch(act, shape)).float() * scale).numpy()
     return run
+
+
+# --- the stand-in process: frames in from a serial port, decisions out as JSON lines ---
+
+def listen(link, stage2, class_names, emit, labels=None):
+    """Consume a streaming board's frames until its closing STATS: run stage 2 on every open gate's
+    activations and emit one decision dict a sample. Returns the running statistics."""
+    import time
+    from ugate.shared import sparse, wire
+    acts, stats = {}, {"samples": 0, "gate_open": 0, "correct": 0, "activation_bytes": 0, "npu_ms": 0.0}
+    while True:
+        f = link.recv(timeout=30)
+        if f is None:
+            raise UgateError(f"{link.name}: the board went quiet mid-stream (30 s without a frame)")
+        typ, _, p = f
+        if typ == wire.ACTIVATIONS:
+            vseq, sp = wire.rd_activations(p)
+            acts[vseq] = np.frombuffer(bytes(sparse.decode(sp)), np.int8)
+            stats["activation_bytes"] += len(p)
+        elif typ == wire.RESULT:
+            r = wire.rd_result(p)
+            i = stats["samples"]
+            d = {"sample": i, "gate_logit": r["logit"], "gate_open": bool(r["decision"]), "class": 0,
+                 "device_us": {k: r["t_" + k] for k in ("stage1", "gate", "encode", "transmit")}}
+            if r["decision"]:
+                t0 = time.perf_counter()
+                logits = stage2(acts.pop(r["seq"])[None])[0]
+                stats["npu_ms"] += 1e3 * (time.perf_counter() - t0)
+                d["class"] = int(logits.argmax())
+                d["logits"] = [round(float(v), 4) for v in logits]
+                stats["gate_open"] += 1
+            d["label"] = class_names[d["class"]]
+            if labels is not None:
+                d["truth"] = class_names[labels[i]]
+                stats["correct"] += d["class"] == labels[i]
+            stats["samples"] += 1
+            emit(d)
+        elif typ == wire.STATS:
+            stats["device"] = wire.rd_stats(p)
+            return stats
+        elif typ == wire.ERROR:
+            code, msg = wire.rd_error(p)
+            raise UgateError(f"{link.name}: device error: {msg}")
+
+
+def add_arguments(parser):
+    parser.add_argument("--port", required=True, help="serial port of a board running ugate, or virtual")
+    parser.add_argument("--model", required=True, help="run folder with stage2.npz and stage1.blob (ugate export)")
+    parser.add_argument("--replay", type=int, metavar="N",
+                        help="put N test vectors on the board as its sensor input first (default on a virtual board: 200)")
+    parser.add_argument("--kernels", default="viper", choices=("viper", "portable"))
+    parser.add_argument("--out", help="write the JSON lines here instead of stdout")
+
+
+def main(args):
+    import sys
+    from pathlib import Path
+    from ugate.deploy import deploy
+    from ugate.run import Experiment, board_port
+    from ugate.session import session
+    from ugate.reference import load
+    model_dir = Path(args.model)
+    stage2 = load_stage2(model_dir / "stage2.npz")
+    replay = args.replay if args.replay is not None else (200 if args.port == "virtual" else None)
+    if replay is not None and replay < 1:
+        raise UgateError(f"--replay must be at least 1, not {replay}")
+    if not (model_dir / "stage1.blob").is_file():
+        raise UgateError(f"no {model_dir / 'stage1.blob'}: run ugate export {model_dir} first")
+    meta = load(model_dir / "stage1.blob")[1]
+    from ugate import model as M
+    class_names = M.load(model_dir / "model.pt")[1].get("class_names") or [f"class {k}" for k in range(stage2.n_classes)]
+    out = open(args.out, "w") if args.out else sys.stdout
+    emit = lambda d: print(json.dumps(d), file=out, flush=True)
+    stage2(np.zeros((1, int(np.prod(stage2.act_shape))), np.int8))   # compile before the board streams
+    with board_port(args.port) as p:
+        labels = None
+        if replay is not None:
+            exp = Experiment(model_dir, replay, progress=False)
+            class_names, labels = exp.class_names, exp.y
+            deploy(p, model_dir, progress=False)
+            from ugate.board import connect
+            with connect(p) as t:
+                t.fs_writefile("sensor.bin", exp.xq.tobytes())
+        with session(p, args.kernels, blob_hash=meta["hash"], entry="stream") as (link, info):
+            print(f"ugate npu: {p} ({info['board']}) streaming; decisions as JSON lines", file=sys.stderr)
+            stats = listen(link, stage2, class_names, emit, labels)
+    if out is not sys.stdout:
+        out.close()
+    n = max(stats["samples"], 1)
+    line = (f"ugate npu: {stats['samples']} samples, {stats['gate_open']} through the gate "
+            f"({1 - stats['gate_open'] / n:.1%} stopped on the board), "
+            f"{stats['activation_bytes'] / max(stats['gate_open'], 1):.1f} activation bytes a positive, "
+            f"stage 2 {stats['npu_ms'] / max(stats['gate_open'], 1):.3f} ms a positive")
+    if labels is not None:
+        line += f", accuracy {stats['correct'] / n:.2%}"
+    print(line, file=sys.stderr)
+    return 0

@@ -20,7 +20,6 @@ class Experiment:
     def __init__(self, model_dir, limit=None, seed=0, progress=True):
         from ugate import data, model, reference
         from ugate.export import export, quantize_input
-        from ugate.shared import blob
         self.dir = Path(model_dir)
         if not (self.dir / "model.pt").is_file():
             raise UgateError(f"no {self.dir / 'model.pt'}: train first (ugate train --dataset NAME --out {self.dir})")
@@ -32,11 +31,11 @@ class Experiment:
         if limit and limit < len(x):   # a seeded subset, every class kept in proportion
             idx = np.sort(np.random.default_rng(seed).permutation(len(x))[:limit])
             x, self.y = x[idx], self.y[idx]
-        self.blob = (self.dir / "stage1.blob").read_bytes()
-        self.meta = blob.parse(self.blob)
+        self.blob, self.meta = reference.load(self.dir / "stage1.blob")
         self.xq = quantize_input(x, self.meta["in_scale"])
         self.ref = reference.run(self.blob, self.xq, progress=progress)
         self.dataset = ck["data"]
+        self.class_names = ds.class_names
 
     def __len__(self):
         return len(self.xq)
