@@ -162,7 +162,7 @@ def listen(link, stage2, class_names, emit, labels=None):
     activations and emit one decision dict a sample. Returns the running statistics."""
     import time
     from ugate.shared import sparse, wire
-    acts, stats = {}, {"samples": 0, "gate_open": 0, "correct": 0, "activation_bytes": 0, "npu_ms": 0.0}
+    acts, stats = {}, {"samples": 0, "gate_open": 0, "correct": 0, "lost": 0, "activation_bytes": 0, "npu_ms": 0.0}
     while True:
         f = link.recv(timeout=30)
         if f is None:
@@ -177,7 +177,10 @@ def listen(link, stage2, class_names, emit, labels=None):
             i = stats["samples"]
             d = {"sample": i, "gate_logit": r["logit"], "gate_open": bool(r["decision"]), "class": 0,
                  "device_us": {k: r["t_" + k] for k in ("stage1", "gate", "encode", "transmit")}}
-            if r["decision"]:
+            if r["decision"] and r["seq"] not in acts:   # every retransmission of them failed
+                stats["lost"] += 1
+                d["lost"] = True
+            elif r["decision"]:
                 t0 = time.perf_counter()
                 logits = stage2(acts.pop(r["seq"])[None])[0]
                 stats["npu_ms"] += 1e3 * (time.perf_counter() - t0)

@@ -117,3 +117,19 @@ def test_device_drops_a_duplicate_vector_and_answers_from_cache(run_dir, board_p
         stats = link.device_stats()
         assert stats["duplicates"] == 1 and stats["samples"] == 1
         assert np.int64(r1["logit"]) == exp.ref["logit"][0]
+
+
+def test_npu_stand_in_follows_a_streaming_board(run_dir, tmp_path, capsys):
+    from ugate.npu import load_stage2
+    from ugate.run import Experiment
+    out = tmp_path / "decisions.jsonl"
+    assert cli(["npu", "--port", "virtual", "--model", str(run_dir), "--replay", "40", "--out", str(out)]) == 0
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    exp = Experiment(run_dir, limit=40, progress=False)
+    assert [d["sample"] for d in lines] == list(range(40))
+    assert [d["gate_open"] for d in lines] == list(exp.ref["open"])
+    assert [d["gate_logit"] for d in lines] == list(exp.ref["logit"])
+    stage2 = load_stage2(run_dir / "stage2.npz")
+    for d, act, is_open in zip(lines, exp.ref["act"], exp.ref["open"]):
+        assert d["class"] == (stage2.predict(act[None])[0] if is_open else 0)
+    assert "samples" in capsys.readouterr().err
