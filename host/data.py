@@ -196,8 +196,8 @@ def load(name_or_path, positive=None, seed=0, limit=None, cache_dir=None):
     if test is None:                                   # carve a test split: 60/20/20
         rest, te = _split(c, 0.2, rng)
         test, x, c, vfrac = (x[te], c[te]), x[rest], c[rest], 0.25
-    else:                                              # official test split: val is 10% of train
-        vfrac = 0.1
+    else:   # official test split: val is 20% of train, since the gate threshold is calibrated on its positives
+        vfrac = 0.2
     tr, va = _split(c, vfrac, rng)
     splits = [(x[tr], lut[c[tr]]), (x[va], lut[c[va]]), (test[0], lut[test[1]])]
     if limit:

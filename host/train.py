@@ -23,7 +23,7 @@ ALPHA = 1.0         # gate BCE weight
 POS_WEIGHT = 5.0    # positives weigh more in the gate BCE: a missed positive is the costly error
 RANK = 1.0          # pairwise loss: every negative below every positive in a batch
 BETA = 8.0          # sparsity: L1 on the compressed activations (fashion-mnist zeros: 2 -> 96%, 4 -> 97%, 8 -> 97-98%)
-MARGIN = 0.006      # calibrate to recall target + margin on validation: test recall runs ~0.5 pt lower
+CONFIDENCE = 0.9    # the gate threshold keeps recall >= target on unseen data with about this probability
 KEYS = ("baseline_accuracy", "gated_accuracy", "negatives_stopped", "gate_recall", "positive_zeros", "threshold")
 
 
@@ -38,14 +38,25 @@ def system_metrics(y, pred, gate_logit, threshold, act):
             "positive_zeros": float((np.asarray(act)[pos] == 0).mean()) if pos.any() else float("nan")}
 
 
-def calibrate_threshold(gate_logit_of_positives, target_recall, margin=MARGIN):
-    """The highest threshold (gate open when logit >= threshold) that keeps at least
-    min(1, target_recall + margin) of these positives open."""
+def misses_allowed(n, target_recall, confidence=CONFIDENCE):
+    """How many of n calibration positives may fall below the threshold: the largest k with
+    P(Binomial(n, 1 - target) <= k) <= 1 - confidence, i.e. seeing only k misses rejects "recall
+    below target" at that confidence. Unlike a fixed margin it scales with n: a few hundred
+    positives allow almost no misses, many thousands allow nearly n * (1 - target)."""
+    from scipy.stats import binom
+    k = int(binom.ppf(1 - confidence, n, 1 - target_recall))
+    while k >= 0 and binom.cdf(k, n, 1 - target_recall) > 1 - confidence:
+        k -= 1
+    return max(k, 0)   # too few positives for the bound: keep every one of them open
+
+
+def calibrate_threshold(gate_logit_of_positives, target_recall, confidence=CONFIDENCE):
+    """The highest threshold (gate open when logit >= threshold) that leaves at most
+    misses_allowed(n, target_recall, confidence) of these n positives below it."""
     s = np.sort(np.asarray(gate_logit_of_positives, dtype=np.float64))
     if not len(s):
         raise UgateError("no positive samples to calibrate the gate threshold on; check --positive")
-    k = int(np.floor(len(s) * (1 - min(1.0, target_recall + margin)) + 1e-9))   # positives allowed below
-    return float(s[k])
+    return float(s[misses_allowed(len(s), target_recall, confidence)])
 
 
 def _batches(n, batch, gen):
@@ -106,7 +117,7 @@ def default_epochs(n_train):
 
 
 def train(dataset, out_dir, epochs=None, target_recall=0.99, split=2, seed=0, positive=None, limit=None,
-          margin=MARGIN, quiet=False, net_opts=None, **loss_opts):
+          confidence=CONFIDENCE, quiet=False, net_opts=None, **loss_opts):
     """Train, calibrate and evaluate on `dataset` (a name or path for ugate.data.load); write the
     run folder `out_dir`; return the metrics dict. `epochs` per phase; None: default_epochs."""
     from ugate import data, plots
@@ -134,7 +145,7 @@ def train(dataset, out_dir, epochs=None, target_recall=0.99, split=2, seed=0, po
                "gated", seed + 1, quiet=quiet)
 
     _, g_val, _ = predict(net, ds.x_val)
-    threshold = calibrate_threshold(g_val.numpy()[ds.y_val > 0], target_recall, margin)
+    threshold = calibrate_threshold(g_val.numpy()[ds.y_val > 0], target_recall, confidence)
     logits, gate, act = predict(net, ds.x_test)
     base_pred = predict(base, ds.x_test)[0].argmax(1).numpy()
     m = {"dataset": ds.name, "split": split, "seed": seed, "epochs": epochs, "target_recall": target_recall,

@@ -61,13 +61,24 @@ def test_sparsity_gives_exact_zeros():
     assert zeros() > max(0.9, before)
 
 
-@pytest.mark.parametrize("n,target,margin", [(1000, 0.99, 0.0), (1000, 0.99, 0.005), (37, 0.9, 0.0), (50, 1.0, 0.0), (5, 0.5, 0.2)])
-def test_calibrate_threshold(n, target, margin):
+@pytest.mark.parametrize("n,target,confidence", [(1000, 0.99, 0.5), (1000, 0.99, 0.9), (37, 0.9, 0.8), (50, 1.0, 0.8), (5, 0.5, 0.8)])
+def test_calibrate_threshold(n, target, confidence):
+    from scipy.stats import binom
     s = np.random.default_rng(n).normal(size=n)
-    t = calibrate_threshold(s, target, margin)
-    assert (s >= t).mean() >= min(1.0, target + margin)
-    assert (s > t).mean() < min(1.0, target + margin)      # the highest such threshold
-    assert calibrate_threshold(s, target, margin + 0.05) <= t
+    t = calibrate_threshold(s, target, confidence)
+    k = int((s < t).sum())                                  # calibration positives left below
+    assert (s >= t).mean() >= target                        # recall on the calibration data itself
+    assert k == 0 or binom.cdf(k, n, 1 - target) <= 1 - confidence   # k misses refute "recall < target"
+    if k + 1 < n and (s > t).any():                         # the highest such threshold: one more miss would not
+        assert binom.cdf(k + 1, n, 1 - target) > 1 - confidence or target == 1.0
+    assert calibrate_threshold(s, target, min(confidence + 0.09, 0.999)) <= t   # more confidence, lower threshold
+
+
+def test_misses_allowed_scales_with_the_calibration_set():
+    from ugate.train import misses_allowed
+    assert misses_allowed(300, 0.99, 0.8) <= 1              # few positives: almost no misses allowed
+    assert 7 <= misses_allowed(1200, 0.99, 0.8) < 12       # many: approaching n * 1%
+    assert misses_allowed(10, 0.99) == 0
 
 
 def test_calibrate_threshold_needs_positives():
