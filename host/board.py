@@ -37,6 +37,7 @@ from pathlib import Path
 
 from ugate import UgateError
 from ugate.boards import load_board
+from ugate.shared import wire
 
 MICROPYTHON = shutil.which("micropython", path=str(Path(sys.executable).parent)) or shutil.which("micropython")
 RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n"
@@ -253,7 +254,13 @@ def connect(port, timeout=3):
     try:
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it got on failure
-                t.enter_raw_repl(soft_reset=True, timeout_overall=timeout)
+                try:
+                    t.enter_raw_repl(soft_reset=True, timeout_overall=timeout)
+                except TransportError:
+                    # ugate's device loop, left streaming by a host that died, ignores Ctrl-C: BYE
+                    # (twice, in case one repeats the seq it saw last) sends it back to the REPL
+                    t.serial.write(b"".join(bytes(f[:n]) for f, n in (wire.encode_frame(wire.BYE, s, b"") for s in (0xFFFE, 0xFFFF))))
+                    t.enter_raw_repl(soft_reset=True, timeout_overall=timeout)
         except TransportError:
             raise UgateError(f"no MicroPython raw REPL on {port}: is it a MicroPython board? (a program with "
                              f"kbd_intr(-1) may hold it: press reset; no firmware yet: ugate flash)") from None

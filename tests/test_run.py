@@ -133,3 +133,36 @@ def test_npu_stand_in_follows_a_streaming_board(run_dir, tmp_path, capsys):
     for d, act, is_open in zip(lines, exp.ref["act"], exp.ref["open"]):
         assert d["class"] == (stage2.predict(act[None])[0] if is_open else 0)
     assert "samples" in capsys.readouterr().err
+
+
+def test_a_new_host_takes_over_a_board_left_streaming(run_dir, board_port):
+    """The host dies mid-stream (no BYE): the board is still in its binary loop with Ctrl-C off.
+    The next host must still get in (connect sends BYE when the raw REPL does not answer)."""
+    from ugate.board import connect
+    from ugate.run import Experiment
+    exp = Experiment(run_dir, limit=3, progress=False)
+    deploy(board_port, run_dir, progress=False)
+    t = connect(board_port)
+    tr = t.__enter__()
+    tr.exec_raw_no_follow("import main\nmain.serve()")
+    tr.read_until(1, b"\x00", timeout=10)
+    tr.serial.write(b"\x03\x03")   # what a dying host's Ctrl-C would do: nothing, Ctrl-C is off
+    tr.close()                     # gone without BYE
+    with session(board_port, blob_hash=exp.meta["hash"]) as (link, info):
+        r, _ = link.infer(exp.xq[0].tobytes())
+        assert r["logit"] == exp.ref["logit"][0]
+
+
+def test_a_board_that_resets_mid_stream_is_a_clear_error(run_dir, tmp_path):
+    from ugate.board import VirtualBoard
+    from ugate.run import Experiment
+    exp = Experiment(run_dir, limit=3, progress=False)
+    with VirtualBoard(tmp_path / "board") as vb:
+        deploy(vb.port, run_dir, progress=False)
+        with pytest.raises(UgateError, match="no reply|lost|reset"):
+            with session(vb.port, blob_hash=exp.meta["hash"], timeout=0.5) as (link, info):
+                link.infer(exp.xq[0].tobytes())
+                vb.reset()   # power cycle: the interpreter restarts at its REPL
+                link.infer(exp.xq[1].tobytes())
+        with session(vb.port, blob_hash=exp.meta["hash"]) as (link, info):   # and it works again
+            assert link.infer(exp.xq[2].tobytes())[0]["logit"] == exp.ref["logit"][2]
