@@ -44,8 +44,8 @@ def test_run_cli_on_a_virtual_board(run_dir, capsys):
     assert "mismatches vs reference" in out and "negatives stopped" in out
 
 
-def test_hil_passes_with_both_kernel_sets(run_dir, board_port):
-    rep = hil(run_dir, board_port, limit=60, progress=False)
+def test_hil_passes_with_both_kernel_sets(run_dir, board_port, request):
+    rep = hil(run_dir, board_port, limit=60, progress=False, board=request.config.getoption("--board"))
     assert rep["passed"], rep
     assert [r["kernels"] for r in rep["runs"]] == ["viper", "portable"]
     assert all(r["mismatches"] == 0 for r in rep["runs"])
