@@ -101,8 +101,9 @@ def run(model_dir, port="virtual", kernels="viper", limit=None, progress=True, o
                 if not same:
                     mismatches += 1
                     first_mismatch = first_mismatch or i
-                if i % 50 == 0:
-                    bar.set_postfix(stopped=f"{1 - opened[:i + 1].mean():.1%}", mismatches=mismatches)
+                if i % 50 == 0:   # negatives stopped so far, and mismatches: what a watcher wants to see
+                    seen = exp.y[:i + 1] == 0
+                    bar.set_postfix(stopped=f"{(~opened[:i + 1][seen]).mean():.1%}" if seen.any() else "-", mismatches=mismatches)
             elapsed = time.perf_counter() - t_start
             dev = link.device_stats()
             host = dict(link.stats)
