@@ -4,7 +4,8 @@ Two ways in, one per-sample path (infer):
 - serve(): the host sends each input (VECTOR frames: HIL, demos). Each gets a RESULT; an open gate
   sends the sparse ACTIVATIONS first.
 - stream(): the device reads its own input, here a replay file standing in for a sensor, and pushes
-  RESULT/ACTIVATIONS unsolicited, numbered by sample; STATS follows the last sample.
+  ACTIVATIONS + RESULT for the samples its gate lets through, numbered by sample; a stopped sample
+  costs the link nothing. STATS follows the last sample.
 The host starts either over the raw REPL (`import main; main.serve()`) and speaks first (HELLO);
 BYE ends the session and returns to the REPL. Not run at boot on purpose: binary streaming turns
 Ctrl-C off, and a board that streamed from power-on could not be deployed to again without a reset.
@@ -34,8 +35,9 @@ class Device:
         gc.collect()
         self.link = Link(inp or sys.stdin.buffer, out or sys.stdout.buffer, self.n_in, self.n_act)
 
-    def infer(self, x):
-        """Stage 1 and the gate on x (int8 bytes); ACTIVATIONS if open, then RESULT."""
+    def infer(self, x, quiet_when_closed=False):
+        """Stage 1 and the gate on x (int8 bytes); ACTIVATIONS if open, then RESULT. quiet_when_closed:
+        a stopped sample sends nothing at all, as a deployed board would (the stream's STATS count it)."""
         m, link = self.model, self.link
         logit = m.run(x)
         times = m.times
@@ -49,7 +51,8 @@ class Device:
             link.send_activations()
             t_encode = time.ticks_diff(t1, t0) + times["compress"]
             t_transmit = time.ticks_diff(time.ticks_us(), t1)
-        link.send_result(logit, m.open, times["stage1"], times["gate"], t_encode, t_transmit)
+        if m.open or not quiet_when_closed:
+            link.send_result(logit, m.open, times["stage1"], times["gate"], t_encode, t_transmit)
 
     def handle(self, t):
         """A frame other than VECTOR; False when the session ends (BYE or end of input)."""
@@ -102,7 +105,7 @@ def stream(source="sensor.bin", blob="model.blob", kernels="viper", inp=None, ou
                 break
         while f.readinto(x) == d.n_in:
             link.vseq = d.samples & 0xFFFF   # RESULT and ACTIVATIONS carry the sample number
-            d.infer(x)
+            d.infer(x, True)
         f.close()
         link.send_stats(d.samples, d.opens)   # unsolicited: the end of the input
         while d.handle(link.read_frame()):

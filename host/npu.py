@@ -158,11 +158,14 @@ def torch_stage2(path):
 # --- the stand-in process: frames in from a serial port, decisions out as JSON lines ---
 
 def listen(link, stage2, class_names, emit, labels=None):
-    """Consume a streaming board's frames until its closing STATS: run stage 2 on every open gate's
-    activations and emit one decision dict a sample. Returns the running statistics."""
+    """Consume a streaming board's frames until its closing STATS: run stage 2 on every positive's
+    activations and emit one decision dict each. Stopped samples send nothing; their numbers are the
+    gaps between positives (sample numbers count modulo 2^16 on the wire). Returns the statistics."""
     import time
     from ugate.shared import sparse, wire
-    acts, stats = {}, {"samples": 0, "gate_open": 0, "correct": 0, "lost": 0, "activation_bytes": 0, "npu_ms": 0.0}
+    acts, opened = {}, []
+    stats = {"gate_open": 0, "correct_open": 0, "lost": 0, "activation_bytes": 0, "npu_ms": 0.0}
+    base, last = 0, -1   # sample number = base + 16-bit vseq, base advanced on wrap-around
     while True:
         f = link.recv(timeout=30)
         if f is None:
@@ -174,27 +177,34 @@ def listen(link, stage2, class_names, emit, labels=None):
             stats["activation_bytes"] += len(p)
         elif typ == wire.RESULT:
             r = wire.rd_result(p)
-            i = stats["samples"]
-            d = {"sample": i, "gate_logit": r["logit"], "gate_open": bool(r["decision"]), "class": 0,
+            if r["seq"] <= last:
+                base += 1 << 16
+            last = r["seq"]
+            d = {"sample": base + r["seq"], "gate_logit": r["logit"], "gate_open": bool(r["decision"]),
                  "device_us": {k: r["t_" + k] for k in ("stage1", "gate", "encode", "transmit")}}
-            if r["decision"] and r["seq"] not in acts:   # every retransmission of them failed
+            if r["seq"] not in acts:   # every retransmission of them failed
                 stats["lost"] += 1
                 d["lost"] = True
-            elif r["decision"]:
+            else:
                 t0 = time.perf_counter()
                 logits = stage2(acts.pop(r["seq"])[None])[0]
                 stats["npu_ms"] += 1e3 * (time.perf_counter() - t0)
                 d["class"] = int(logits.argmax())
+                d["label"] = class_names[d["class"]]
                 d["logits"] = [round(float(v), 4) for v in logits]
-                stats["gate_open"] += 1
-            d["label"] = class_names[d["class"]]
-            if labels is not None:
-                d["truth"] = class_names[labels[i]]
-                stats["correct"] += d["class"] == labels[i]
-            stats["samples"] += 1
+                if labels is not None:
+                    d["truth"] = class_names[labels[d["sample"]]]
+                    stats["correct_open"] += d["class"] == labels[d["sample"]]
+            stats["gate_open"] += 1
+            opened.append(d["sample"])
             emit(d)
         elif typ == wire.STATS:
             stats["device"] = wire.rd_stats(p)
+            stats["samples"] = stats["device"]["samples"]
+            if labels is not None:   # a stopped sample is predicted negative: right when it is one
+                stopped = np.ones(len(labels), bool)
+                stopped[opened] = False
+                stats["accuracy"] = (stats["correct_open"] + int((labels[stopped] == 0).sum())) / max(len(labels), 1)
             return stats
         elif typ == wire.ERROR:
             code, msg = wire.rd_error(p)
@@ -244,12 +254,11 @@ def main(args):
             stats = listen(link, stage2, class_names, emit, labels)
     if out is not sys.stdout:
         out.close()
-    n = max(stats["samples"], 1)
+    n, k = max(stats["samples"], 1), max(stats["gate_open"], 1)
     line = (f"ugate npu: {stats['samples']} samples, {stats['gate_open']} through the gate "
-            f"({1 - stats['gate_open'] / n:.1%} stopped on the board), "
-            f"{stats['activation_bytes'] / max(stats['gate_open'], 1):.1f} activation bytes a positive, "
-            f"stage 2 {stats['npu_ms'] / max(stats['gate_open'], 1):.3f} ms a positive")
-    if labels is not None:
-        line += f", accuracy {stats['correct'] / n:.2%}"
+            f"({1 - stats['gate_open'] / n:.1%} stopped on the board, nothing sent for them), "
+            f"{stats['activation_bytes'] / k:.1f} activation bytes a positive, stage 2 {stats['npu_ms'] / k:.3f} ms a positive")
+    if labels is not None:   # a stopped sample is predicted negative: right when it is one
+        line += f", accuracy {stats['accuracy']:.2%}"
     print(line, file=sys.stderr)
     return 0
