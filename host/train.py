@@ -152,7 +152,7 @@ def train(dataset, out_dir, epochs=None, target_recall=0.99, split=2, seed=0, po
          "baseline_accuracy": float((base_pred == ds.y_test).mean()),
          **system_metrics(ds.y_test, logits.argmax(1).numpy(), gate.numpy(), threshold, act.numpy()),
          "threshold": threshold, "n_test": len(ds.y_test), "n_test_positives": int((ds.y_test > 0).sum())}
-    save(net, out / "model.pt", threshold=threshold, data=load_args)
+    save(net, out / "model.pt", threshold=threshold, data=load_args, class_names=ds.class_names)
     g, y = gate.numpy(), ds.y_test
     plots.gate_hist(g[y > 0], g[y == 0], threshold, out / "gate_hist.png")
     plots.stop_vs_recall(g[y > 0], g[y == 0], threshold, out / "stop_vs_recall.png")
