@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from ugate import UgateError
-from ugate.run import PHASES, Experiment, board_port
+from ugate.run import PHASES, Experiment, board_port, check_port_first
 
 
 def layer_difference(port, kernels, exp, i):
@@ -67,6 +67,7 @@ def hil(model_dir, port="virtual", kernels=("viper", "portable"), limit=None, de
     from ugate.boards import load_board
     from ugate.deploy import deploy
     board = load_board(board) if board else None   # a bad name is one line here, before any I/O
+    check_port_first(port)
     exp = Experiment(model_dir, limit, progress=progress)
     with board_port(port) as p:
         if deploy_first:

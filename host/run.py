@@ -52,6 +52,13 @@ def board_port(port, board_dir=None):
         yield vb.port
 
 
+def check_port_first(port):
+    """A missing or busy port is found before minutes of reference work, not after."""
+    if port != "virtual" and "://" not in port:
+        from ugate.board import check_port
+        check_port(port)
+
+
 def run(model_dir, port="virtual", kernels="viper", limit=None, progress=True, out=None):
     """Stream the test set through device and NPU stand-in; return (and write) the run report."""
     from tqdm import tqdm
@@ -60,6 +67,7 @@ def run(model_dir, port="virtual", kernels="viper", limit=None, progress=True, o
     from ugate.session import session
     from ugate.shared import wire
 
+    check_port_first(port)
     exp = Experiment(model_dir, limit, progress=progress)
     stage2 = load_stage2(exp.dir / "stage2.npz")
     ref = exp.ref

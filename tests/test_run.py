@@ -168,3 +168,10 @@ def test_a_board_that_resets_mid_stream_is_a_clear_error(run_dir, tmp_path):
                 link.infer(exp.xq[1].tobytes())
         with session(vb.port, blob_hash=exp.meta["hash"]) as (link, info):   # and it works again
             assert link.infer(exp.xq[2].tobytes())[0]["logit"] == exp.ref["logit"][2]
+
+
+def test_a_missing_port_is_one_clear_error(run_dir, capsys):
+    assert cli(["hil", "--model", str(run_dir), "--port", "/dev/ttyNOPE", "--quiet"]) == 2
+    assert cli(["run", "--model", str(run_dir), "--port", "/dev/ttyNOPE", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("no such port /dev/ttyNOPE" in line for line in err)
