@@ -46,16 +46,19 @@ def mel_filterbank(n_mels=N_MELS, n_fft=N_FFT, sr=SR, fmin=FMIN, fmax=FMAX):
     edges = hz(np.linspace(mel(fmin), mel(fmax), n_mels + 2))
     f = np.arange(n_fft // 2 + 1) * sr / n_fft
     lo, c, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    return np.maximum(0, np.minimum((f - lo) / (c - lo), (hi - f) / (hi - c))).astype(np.float32)
+    return np.maximum(0, np.minimum((f - lo) / (c - lo), (hi - f) / (hi - c)))
 
 
-_FB, _WINDOW = mel_filterbank(), np.hanning(N_FFT).astype(np.float32)
+_FB, _WINDOW = mel_filterbank(), np.hanning(N_FFT)
 
 
 def logmel(audio):
-    """(..., SR) float audio -> (..., N_MELS, SR // HOP) natural-log mel power (not standardized)."""
+    """(..., SR) float audio -> (..., N_MELS, SR // HOP) natural-log mel power (not standardized).
+    Computed in float64, returned as float32: BLAS picks its matmul kernel by CPU (and OPENBLAS_CORETYPE),
+    which changed float32 features in the last bit; float64 differences vanish in the final rounding,
+    so a set generated from one seed is the same on any machine."""
     pad = (N_FFT - HOP) // 2     # centre the frames so 1 s gives exactly SR // HOP of them
-    a = np.pad(np.asarray(audio, np.float32), [(0, 0)] * (np.ndim(audio) - 1) + [(pad, N_FFT - HOP - pad)])
+    a = np.pad(np.asarray(audio, np.float64), [(0, 0)] * (np.ndim(audio) - 1) + [(pad, N_FFT - HOP - pad)])
     frames = sliding_window_view(a, N_FFT, axis=-1)[..., ::HOP, :] * _WINDOW
     power = np.abs(np.fft.rfft(frames)) ** 2
     return np.log(power @ _FB.T + 1e-6).swapaxes(-1, -2).astype(np.float32)
@@ -136,7 +139,7 @@ def load(positive=("marvin",), cache_dir=None, clips_per_word=None, seed=GEN_SEE
     bad = [w for w in positive if w not in WORDS]
     if bad: raise UgateError(f"unknown keyword {bad[0]!r}; the wake word is one of: {', '.join(WORDS)}")
     n = clips_per_word or CLIPS_PER_WORD
-    params = dict(version=1, words=WORDS, positive=sorted(set(positive)), clips_per_word=n,
+    params = dict(version=2, words=WORDS, positive=sorted(set(positive)), clips_per_word=n,
                   multiples=[POSITIVE_X, SPEECH_X, NOISE_X], seed=seed, voices=VOICES, variants=VARIANTS,
                   features=[SR, N_FFT, HOP, N_MELS, FMIN, FMAX])
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]

@@ -1,6 +1,9 @@
 """ugate.data and ugate.keywords: every loader offline, label conventions, deterministic splits, user data, errors."""
+import os
 import shutil
 import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -216,3 +219,17 @@ def test_keywords_crash_leaves_no_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(keywords, "CLIPS_PER_WORD", 1)
     ds = data.load("keywords", positive="sheila", cache_dir=tmp_path)
     assert ds.class_names == ["negative", "sheila"] and (ds.y_train == 1).sum() >= 1
+
+
+@needs_tts
+def test_keywords_same_on_any_cpu(tmp_path):
+    """A clip is the same whichever matmul kernel OpenBLAS picks for the CPU: each machine generates its
+    own cache, and the same seed must give the same set everywhere."""
+    code = ("import sys, numpy as np; from ugate import keywords as k; "
+            "np.save(sys.argv[1], np.stack([k._clip((c, 0, i)) for i, c in enumerate((0, 1, 9, 27, 28))]))")
+    out = []
+    for core in ("Prescott", "Haswell"):
+        env = dict(os.environ, OPENBLAS_CORETYPE=core)
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / core)], env=env, check=True)
+        out.append(np.load(tmp_path / f"{core}.npy"))
+    assert np.array_equal(out[0], out[1])
