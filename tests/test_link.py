@@ -105,9 +105,12 @@ def test_device_dropped_ack_and_duplicate(device):
     x = bytes([5] + [0] * 20 + [9])
     r, act = link.infer(x)     # the first ACK is lost: the device retransmits, we drop and re-ack
     assert act == x and link.port.dropped and link.stats["duplicates"] == 1
-    # the same VECTOR again (as if our RESULT were lost): answered from the cache, not recomputed
+    # the same VECTOR again (as if our RESULT were lost): answered from the cache, not recomputed,
+    # the activations first
     link.last = None     # forget the RESULT, so its resend is not dropped as a duplicate
     link.send(wire.VECTOR, x, r["seq"])
+    typ, _, pl = link.recv(2.0)
+    assert typ == wire.ACTIVATIONS and bytes(sparse.decode(wire.rd_activations(pl)[1])) == x
     typ, _, pl = link.recv(2.0)
     assert typ == wire.RESULT and wire.rd_result(pl) == r
     st = link.device_stats()
