@@ -3,11 +3,13 @@ through a seeded fault-injecting bridge (ugate.faults: flipped, dropped and inse
 at the same byte error rate both ways) between the host and a virtual board. One row per rate and
 mode: samples, positives lost (counted by the host), wrong decisions (any result that differs from
 the host reference), retransmits (both ends), corrupt frames (both ends) and samples/s against the
-clean line. A run that gives up prints its one line instead.
+clean line (the median of --repeat runs with successive seeds; the other columns are their sums).
+A run that gives up prints its one line instead.
 
     .venv/bin/python bench/faults.py --model runs/digits [--limit 400] [--rates 0 1e-4 1e-3 1e-2] [--seed 1]
 """
 import argparse
+import tempfile
 import time
 
 import numpy as np
@@ -44,6 +46,7 @@ def main():
     ap.add_argument("--rates", type=float, nargs="+", default=[0, 1e-4, 1e-3, 1e-2])
     ap.add_argument("--modes", nargs="+", default=["run", "npu"], choices=["run", "npu"])
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=3, help="runs a row (other seeds); samples/s is their median")
     a = ap.parse_args()
     from ugate.npu import load_stage2
     from ugate.run import Experiment
@@ -54,20 +57,23 @@ def main():
     print(f"{'mode':<5} {'rate':>7} {'samples':>8} {'lost':>5} {'wrong':>6} {'retx':>6} {'corrupt':>8} "
           f"{'faults':>7} {'samples/s':>10} {'vs clean':>9}")
     clean = {}
-    with VirtualBoard() as vb:
+    with tempfile.TemporaryDirectory() as tmp, VirtualBoard(tmp) as vb:   # a board folder of our own
         for mode in a.modes:
             for rate in a.rates:
-                with Bridge(vb.port, rate, rate, seed=a.seed) as br:
-                    t0 = time.perf_counter()
-                    try:
-                        r = run_mode(br.port, a.model, a.limit) if mode == "run" else npu_mode(br.port, a.model, a.limit, exp, stage2)
-                    except UgateError as e:
-                        print(f"{mode:<5} {rate:>7g} stopped after {time.perf_counter() - t0:.0f} s: {e}")
-                        continue
-                    faults = sum(sum(v.values()) for v in br.faults.values())
-                clean.setdefault(mode, r["per_s"])
-                print(f"{mode:<5} {rate:>7g} {r['samples']:>8} {r['lost']:>5} {r['wrong']:>6} {r['retransmits']:>6} "
-                      f"{r['corrupt']:>8} {faults:>7} {r['per_s']:>10.1f} {r['per_s'] / clean[mode]:>9.1%}", flush=True)
+                rows, t0 = [], time.perf_counter()
+                try:
+                    for k in range(a.repeat):
+                        with Bridge(vb.port, rate, rate, seed=a.seed + k) as br:
+                            r = run_mode(br.port, a.model, a.limit) if mode == "run" else npu_mode(br.port, a.model, a.limit, exp, stage2)
+                        rows.append(r | {"faults": sum(sum(v.values()) for v in br.faults.values())})
+                except UgateError as e:
+                    print(f"{mode:<5} {rate:>7g} stopped after {time.perf_counter() - t0:.0f} s (run {k + 1}): {e}")
+                    continue
+                total = {key: sum(r[key] for r in rows) for key in ("samples", "lost", "wrong", "retransmits", "corrupt", "faults")}
+                per_s = float(np.median([r["per_s"] for r in rows]))
+                clean.setdefault(mode, per_s)
+                print(f"{mode:<5} {rate:>7g} {total['samples']:>8} {total['lost']:>5} {total['wrong']:>6} {total['retransmits']:>6} "
+                      f"{total['corrupt']:>8} {total['faults']:>7} {per_s:>10.1f} {per_s / clean[mode]:>9.1%}", flush=True)
 
 
 if __name__ == "__main__":

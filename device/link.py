@@ -62,6 +62,7 @@ class Link:
         self.payload = None
         self.sent = self.received = self.corrupt = self.duplicates = self.retransmits = self.undelivered = 0
         self.bye = False
+        self.careful = True   # _fill: one byte at a time, never blocking past ack_ms
         self.poll = select.poll()
         self.poll.register(inp, select.POLLIN)
 
@@ -73,18 +74,30 @@ class Link:
         micropython.kbd_intr(3)
 
     def _fill(self, w, k):
-        # make rx[w:w+k] hold the next k bytes of the stream; False at its end
+        # Make rx[w:w+k] hold the next k bytes of the stream: True (also when a 0x00 came early: the
+        # caller finds it), False at its end, None when careful and the line went quiet mid-frame.
+        # MicroPython's readinto waits for all it is asked, so careful reads (while we wait for an
+        # ACK, or between stream samples, when the peer sends only small frames) take one byte at a
+        # time: a code byte damaged on the line must not hold us until the peer's next frame.
         while self.lim < w + k:
-            got = self.inp.readinto(self.mv[self.lim:w + k])
+            a = self.lim
+            if self.careful:
+                if not self.poll.poll(self.ack_ms):
+                    return None
+                got = self.inp.readinto(self.mv[a:a + 1])
+            else:
+                got = self.inp.readinto(self.mv[a:w + k])
             if not got:
                 return False
             self.lim += got
+            if self.careful and not self.rx[a]:
+                return True
         return True
 
     def _raw(self):
         # Read one COBS frame into rx[0:n], its delimiter consumed; the code bytes say how much
         # to read, so nothing past the delimiter is read unless the frame is corrupt.
-        # Returns n, -1 at the end of the stream, -2 for a corrupt frame.
+        # Returns n, -1 at the end of the stream, -2 for a corrupt frame, -4 for nothing (careful).
         rx, j = self.rx, self.nxt
         if j:   # move bytes read past the previous frame to the front
             for i in range(j, self.lim):
@@ -93,8 +106,12 @@ class Link:
             self.nxt = 0
         w = 0
         while True:
-            if not self._fill(w, 1):
+            r = self._fill(w, 1)
+            if r is False:
                 return -1
+            if r is None:   # quiet mid-frame: drop what we have
+                self.lim = 0
+                return -2 if w else -4
             c = rx[w]
             if c == 0:
                 self.nxt = w + 1
@@ -105,11 +122,15 @@ class Link:
                     self.lim = 0
                 self.lim = 0
                 return -2
-            if not self._fill(w + 1, c - 1):
+            r = self._fill(w + 1, c - 1)
+            if r is False:
                 return -1
-            z = rx.find(b"\x00", w + 1, w + c)
+            z = rx.find(b"\x00", w + 1, min(w + c, self.lim))
             if z >= 0:   # the frame ended inside a group: corrupt; the next one starts after z
                 self.nxt = z + 1
+                return -2
+            if r is None:
+                self.lim = 0
                 return -2
             w += c
 
@@ -130,7 +151,7 @@ class Link:
         n = self._raw()
         if n == -1:
             return None
-        if n == 0:   # idle fill between delimiters
+        if n == 0 or n == -4:   # idle fill between delimiters, or nothing came
             return -1
         if n > 0:
             try:
@@ -165,12 +186,15 @@ class Link:
 
     def read_frame(self):
         """Block until a new frame; return its type (payload in self.payload), None at end of stream."""
+        self.careful = False   # the host's requests may be large; it resends (with RESYNC) if we stall
         while not self.bye:
             t = self._recv()
             if t is None or t >= 0 and t != wire.ACK and t != wire.NAK:
                 if t is not None:
                     self.payload = self.mv[HEADER:HEADER + self.n]
+                self.careful = True
                 return t
+        self.careful = True
         return wire.BYE
 
     def idle(self):
@@ -201,7 +225,7 @@ class Link:
                     return False
                 if t == wire.ACK and self.n == 2 and (self.rx[HEADER] | self.rx[HEADER + 1] << 8) == seq:
                     return True
-                if t == wire.NAK or t == -2 or t == -3:   # the peer lost a frame: resend now
+                if t == wire.NAK or t == -2 or t == -3 or t == wire.HELLO:   # the peer lost a frame: resend now
                     break
             if k == self.retries:
                 return False
@@ -219,8 +243,9 @@ class Link:
         self._write(self.tx, self.txn)
         return True
 
-    def send_info(self, version, blob_hash, board, heap_free):
-        self.send(wire.INFO, wire.wr_info(version, blob_hash, board, heap_free, self.n_in, self.n_act, max(self.n_in, 64)))
+    def send_info(self, version, blob_hash, board, heap_free, reliable=False):
+        return self.send(wire.INFO, wire.wr_info(version, blob_hash, board, heap_free, self.n_in, self.n_act,
+                                                 max(self.n_in, 64)), -1, reliable)
 
     def send_result(self, logit, decision, t_stage1, t_gate, t_encode, t_transmit, reliable=False):
         """RESULT for the last VECTOR, kept for a repeated VECTOR. reliable: wait for the ACK."""

@@ -103,12 +103,13 @@ def stream(source="sensor.bin", blob="model.blob", kernels="viper", inp=None, ou
     x = bytearray(d.n_in)
     with d.link as link:
         link.out.write(b"\x00")
-        while True:   # the host speaks first
+        while True:   # the host speaks first; the stream starts once it has our INFO (acknowledged)
             t = link.read_frame()
-            if not d.handle(t):
-                return
             if t == wire.HELLO and d.problem is None:
-                break
+                if link.send_info(VERSION, d.model.hash, d.board, gc.mem_free(), True):
+                    break
+            elif not d.handle(t):
+                return
         while not link.bye and f.readinto(x) == d.n_in:
             link.vseq = d.samples & 0xFFFF   # RESULT and ACTIVATIONS carry the sample number
             d.infer(x, True)

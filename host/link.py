@@ -6,7 +6,7 @@
     link.device_stats(); link.stats       # the device's counters; ours
 
 recv() drops corrupt frames and duplicates (counting them; a duplicate ACTIVATIONS is acked again,
-since our first ACK was lost) and acks every frame whose type is in .ack (ACTIVATIONS; a stream
+since our first ACK was lost) and acks every frame whose type is in .ack (ACTIVATIONS, INFO; a stream
 listener adds RESULT and STATS); with .nak set it answers each corrupt frame with NAK. A request is
 retransmitted with the same seq as soon as a reply arrives corrupt or the device NAKs it, else after
 a timeout that follows the measured round trip (so noise costs about one round trip, not seconds);
@@ -39,7 +39,7 @@ class Link:
         self.seq = 0
         self.last = None     # seq of the device's previous frame: a repeat is a duplicate
         self.stats = {"sent": 0, "received": 0, "corrupt": 0, "duplicates": 0, "retransmits": 0, "naks": 0}
-        self.ack = {wire.ACTIVATIONS}   # frame types we acknowledge
+        self.ack = {wire.ACTIVATIONS, wire.INFO}   # frame types we acknowledge (a streaming device waits for INFO's)
         self.nak = False                # answer a corrupt frame with NAK (a streaming device waits for ACKs)
         self.rtt = None                 # smoothed seconds from a request to its answer
         self.tail = b""                 # the last bytes received, frames or not
@@ -112,8 +112,10 @@ class Link:
         wait = self.timeout if self.rtt is None else min(self.timeout, 0.02 + 4 * self.rtt)
         for attempt in range(self.retries + 1):
             if attempt:
+                if timed_out:   # maybe a damaged code byte holds the device mid-group: end it first
+                    self.resync()
                 self.send(typ, payload, seq)
-            t = serial.Timeout(wait)
+            t, timed_out = serial.Timeout(wait), False
             while (f := self.recv(t.time_left(), corrupt_ends=True)) is not None:
                 if f[0] == wire.NAK:   # our frame arrived corrupt: send it again now
                     naks += 1
@@ -131,7 +133,7 @@ class Link:
                         self.rtt = dt if self.rtt is None else 0.9 * self.rtt + 0.1 * dt
                     return r
             if t.expired():
-                wait = min(self.timeout, 2 * wait)
+                wait, timed_out = min(self.timeout, 2 * wait), True
         self.stats["naks"] += naks
         bad, good = self.dec.corrupt - bad0, self.stats["received"] - got0
         took = f"after {self.retries + 1} tries in {time.monotonic() - t_start:.1f} s"

@@ -183,6 +183,7 @@ def listen(link, stage2, class_names, emit, labels=None, quiet=2.0, give_up=30.0
             if time.monotonic() - heard > give_up:
                 raise UgateError(f"{link.name}: the board went quiet mid-stream ({give_up:g} s without a frame; "
                                  f"{link.stats['corrupt']} corrupt frames so far)")
+            link.resync()   # in case a damaged code byte holds the board mid-group
             link.send(wire.STATS)
             continue
         heard = time.monotonic()

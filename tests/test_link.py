@@ -90,7 +90,8 @@ def test_device_session(device):
                     "n_act": 64, "max_payload": 64, "version": "test-1", "board": "pty"}
     x = bytes([3, 0, 0, 250, 0, 0, 0, 0, 0, 7] + [0] * 30)
     r, act = link.infer(x)
-    assert r["seq"] == 1 and r["logit"] == 260 and r["decision"] == 1 and r["t_stage1"] == 1 and act == x
+    assert r["seq"] == 2   # our seqs: HELLO 0, the ACK of INFO 1, VECTOR 2
+    assert r["logit"] == 260 and r["decision"] == 1 and r["t_stage1"] == 1 and act == x
     r, act = link.infer(bytes(40))
     assert r["decision"] == 0 and act is None and r["t_stage1"] == 2
     st = link.device_stats()
