@@ -22,6 +22,7 @@ from link import Link
 from runtime import Model
 
 VERSION = "0.1.0"
+GONE = 3   # stream mode: this many positives in a row given up after every retry end the stream
 
 
 class Device:
@@ -110,9 +111,17 @@ def stream(source="sensor.bin", blob="model.blob", kernels="viper", inp=None, ou
                     break
             elif not d.handle(t):
                 return
+        gone = 0   # positives in a row that nobody acknowledged
         while not link.bye and f.readinto(x) == d.n_in:
             link.vseq = d.samples & 0xFFFF   # RESULT and ACTIVATIONS carry the sample number
+            u = link.undelivered
             d.infer(x, True)
+            if link.undelivered > u:
+                gone += 1
+                if gone == GONE:   # the host is gone: stop pushing (a board that streams on holds
+                    break          # the port's reader forever: mpremote never sees a quiet line)
+            elif d.model.open:
+                gone = 0
             link.idle()   # a BYE from the host ends the stream early
         f.close()
         if not link.bye:

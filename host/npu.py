@@ -264,6 +264,10 @@ def follow(port, model_dir, replay=None, kernels="viper", emit=lambda d: None, p
         t0 = time.perf_counter()
         stats = listen(link, stage2, class_names, emit, labels)
         stats["host"] = dict(link.stats)
+        if replay is not None and stats["samples"] < replay:   # the board stopped hearing us
+            raise UgateError(f"{port}: the board stopped streaming after {stats['samples']} of {replay} samples: "
+                             f"{stats['device']['undelivered']} positives went unacknowledged after every retry "
+                             f"({stats['host']['corrupt'] + stats['device']['corrupt']} corrupt frames): check the cable")
         return stats, info, time.perf_counter() - t0
 
 
