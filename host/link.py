@@ -109,7 +109,7 @@ class Link:
         trips (doubling on each timeout, at most self.timeout). An ERROR reply raises."""
         seq = self.send(typ, payload)
         t_start, bad0, got0, naks = time.monotonic(), self.dec.corrupt, self.stats["received"], 0
-        wait = self.timeout if self.rtt is None else min(self.timeout, 0.02 + 4 * self.rtt)
+        wait = self.timeout if self.rtt is None else min(self.timeout, 0.05 + 4 * self.rtt)
         for attempt in range(self.retries + 1):
             if attempt:
                 if timed_out:   # maybe a damaged code byte holds the device mid-group: end it first
@@ -119,6 +119,7 @@ class Link:
             while (f := self.recv(t.time_left(), corrupt_ends=True)) is not None:
                 if f[0] == wire.NAK:   # our frame arrived corrupt: send it again now
                     naks += 1
+                    self.stats["naks"] += 1
                     break
                 if f[0] == wire.ERROR:
                     code, msg = wire.rd_error(f[2])
@@ -134,16 +135,15 @@ class Link:
                     return r
             if t.expired():
                 wait, timed_out = min(self.timeout, 2 * wait), True
-        self.stats["naks"] += naks
         bad, good = self.dec.corrupt - bad0, self.stats["received"] - got0
         took = f"after {self.retries + 1} tries in {time.monotonic() - t_start:.1f} s"
         if self.text is not None:
             raise UgateError(f"{self.name}: no reply to {wire.NAMES[typ]}: the board printed {self.text!r}, not frames: "
                              f"it was reset or its device loop ended")
         if bad or naks:
-            raise UgateError(f"{self.name}: no good reply to {wire.NAMES[typ]} {took}: the line is corrupting frames "
-                             f"({bad} of the {bad + good} frames we got were corrupt, and the device NAKed {naks} of "
-                             f"our {self.retries + 1}): check the cable (length, shielding, ground) and the baud rate")
+            raise UgateError(f"{self.name}: no good reply to {wire.NAMES[typ]} {took}: the line is corrupting "
+                             f"{bad / max(bad + good, 1):.0%} of frames ({bad} of the {bad + good} we got; the device NAKed "
+                             f"{naks} of our {self.retries + 1}): check the cable (length, shielding, ground) and the baud rate")
         raise UgateError(f"{self.name}: no reply to {wire.NAMES[typ]} {took}"
                          + (f" ({good} unrelated frames came)" if good else f" ({_HINT})"))
 

@@ -253,7 +253,7 @@ def follow(port, model_dir, replay=None, kernels="viper", emit=lambda d: None, p
     labels = None
     if replay is not None:
         exp = Experiment(model_dir, replay, progress=progress)
-        class_names, labels = exp.class_names, exp.y
+        class_names, labels, replay = exp.class_names, exp.y, len(exp)   # a test set may have fewer
         deploy(port, model_dir, progress=progress)
         from ugate.board import connect
         with connect(port) as t:
