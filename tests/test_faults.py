@@ -199,3 +199,13 @@ def test_nan_inputs_warn_and_random_bytes_are_not_an_npz(tmp_path):
     (tmp_path / "r.npz").write_bytes(np.random.default_rng(1).bytes(3000))
     with pytest.raises(UgateError, match="is not an .npz file"):
         data._npz(tmp_path / "r.npz")
+
+
+def test_a_model_too_big_for_the_heap_is_not_a_deploy_problem():
+    from ugate.session import _wait_ready
+
+    class Board:   # what the raw REPL prints when main.py cannot allocate the model's buffers
+        def read_until(self, *a, **k):
+            return b"OK\x04Traceback (most recent call last):\r\n  File \"runtime.py\", line 40\r\nMemoryError: memory allocation failed, allocating 8192 bytes\r\n\x04>"
+    with pytest.raises(UgateError, match=r"MemoryError: memory allocation failed.*does not fit the board's free heap"):
+        _wait_ready(Board(), "/dev/ttyACM0")
