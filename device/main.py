@@ -5,7 +5,9 @@ Two ways in, one per-sample path (infer):
   sends the sparse ACTIVATIONS first.
 - stream(): the device reads its own input, here a replay file standing in for a sensor, and pushes
   ACTIVATIONS + RESULT for the samples its gate lets through, numbered by sample; a stopped sample
-  costs the link nothing. STATS follows the last sample.
+  costs the link nothing. Both frames are acknowledged (retransmitted until they are); a positive
+  given up after every retry is counted in STATS "undelivered". STATS follows the last sample, also
+  acknowledged, so the host can account for every sample the board judged.
 The host starts either over the raw REPL (`import main; main.serve()`) and speaks first (HELLO);
 BYE ends the session and returns to the REPL. Not run at boot on purpose: binary streaming turns
 Ctrl-C off, and a board that streamed from power-on could not be deployed to again without a reset.
@@ -20,6 +22,7 @@ from link import Link
 from runtime import Model
 
 VERSION = "0.1.0"
+GONE = 3   # stream mode: this many positives in a row given up after every retry end the stream
 
 
 class Device:
@@ -35,24 +38,28 @@ class Device:
         gc.collect()
         self.link = Link(inp or sys.stdin.buffer, out or sys.stdout.buffer, self.n_in, self.n_act)
 
-    def infer(self, x, quiet_when_closed=False):
-        """Stage 1 and the gate on x (int8 bytes); ACTIVATIONS if open, then RESULT. quiet_when_closed:
-        a stopped sample sends nothing at all, as a deployed board would (the stream's STATS count it)."""
+    def infer(self, x, stream=False):
+        """Stage 1 and the gate on x (int8 bytes); ACTIVATIONS if open, then RESULT. stream: a stopped
+        sample sends nothing at all, as a deployed board would (the stream's STATS count it), and an
+        open one's RESULT waits for its ACK too."""
         m, link = self.model, self.link
         logit = m.run(x)
         times = m.times
         t_encode = t_transmit = 0
         self.samples += 1
+        ok = True
         if m.open:
             self.opens += 1
             t0 = time.ticks_us()
             link.encode(m.act, self.n_act)
             t1 = time.ticks_us()
-            link.send_activations()
+            ok = link.send_activations()   # serve mode: a host that missed them asks again (same VECTOR)
             t_encode = time.ticks_diff(t1, t0) + times["compress"]
             t_transmit = time.ticks_diff(time.ticks_us(), t1)
-        if m.open or not quiet_when_closed:
-            link.send_result(logit, m.open, times["stage1"], times["gate"], t_encode, t_transmit)
+        if m.open or not stream:
+            ok = link.send_result(logit, m.open, times["stage1"], times["gate"], t_encode, t_transmit, stream) and ok
+        if stream and not ok:
+            link.undelivered += 1
 
     def handle(self, t):
         """A frame other than VECTOR; False when the session ends (BYE or end of input)."""
@@ -97,16 +104,27 @@ def stream(source="sensor.bin", blob="model.blob", kernels="viper", inp=None, ou
     x = bytearray(d.n_in)
     with d.link as link:
         link.out.write(b"\x00")
-        while True:   # the host speaks first
+        while True:   # the host speaks first; the stream starts once it has our INFO (acknowledged)
             t = link.read_frame()
-            if not d.handle(t):
-                return
             if t == wire.HELLO and d.problem is None:
-                break
-        while f.readinto(x) == d.n_in:
+                if link.send_info(VERSION, d.model.hash, d.board, gc.mem_free(), True):
+                    break
+            elif not d.handle(t):
+                return
+        gone = 0   # positives in a row that nobody acknowledged
+        while not link.bye and f.readinto(x) == d.n_in:
             link.vseq = d.samples & 0xFFFF   # RESULT and ACTIVATIONS carry the sample number
+            u = link.undelivered
             d.infer(x, True)
+            if link.undelivered > u:
+                gone += 1
+                if gone == GONE:   # the host is gone: stop pushing (a board that streams on holds
+                    break          # the port's reader forever: mpremote never sees a quiet line)
+            elif d.model.open:
+                gone = 0
+            link.idle()   # a BYE from the host ends the stream early
         f.close()
-        link.send_stats(d.samples, d.opens)   # unsolicited: the end of the input
+        if not link.bye:
+            link.send_stats(d.samples, d.opens, True)   # unsolicited: the end of the input
         while d.handle(link.read_frame()):
             pass

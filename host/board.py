@@ -225,6 +225,9 @@ def check_port(port):
     except OSError as e:
         hint = ": add yourself to the dialout group" if e.errno == errno.EACCES else ""
         raise UgateError(f"cannot open {port}: {e.strerror}{hint}") from None
+    if not os.isatty(fd):   # a plain file or /dev/null opens fine, then nothing ever answers
+        os.close(fd)
+        raise UgateError(f"{port} is not a serial port (not a terminal device): give the board's port, e.g. /dev/ttyACM0, or virtual")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -258,8 +261,10 @@ def connect(port, timeout=3):
                     t.enter_raw_repl(soft_reset=True, timeout_overall=timeout)
                 except TransportError:
                     # ugate's device loop, left streaming by a host that died, ignores Ctrl-C: BYE
-                    # (twice, in case one repeats the seq it saw last) sends it back to the REPL
-                    t.serial.write(b"".join(bytes(f[:n]) for f, n in (wire.encode_frame(wire.BYE, s, b"") for s in (0xFFFE, 0xFFFF))))
+                    # (twice, in case one repeats the seq it saw last) sends it back to the REPL, after
+                    # zero bytes that end the frame our Ctrl-C bytes (and any half-written one) began
+                    t.serial.write(bytes(wire.RESYNC) + b"".join(
+                        bytes(f[:n]) for f, n in (wire.encode_frame(wire.BYE, s, b"") for s in (0xFFFE, 0xFFFF))))
                     t.enter_raw_repl(soft_reset=True, timeout_overall=timeout)
         except TransportError:
             raise UgateError(f"no MicroPython raw REPL on {port}: is it a MicroPython board? (a program with "

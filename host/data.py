@@ -114,6 +114,9 @@ def _read(reader, f):
 
 
 def _npz(path):
+    import zipfile
+    if not zipfile.is_zipfile(path):   # numpy would try it as a pickle and say so
+        raise UgateError(f"{path} is not an .npz file (numpy's zip of arrays, from np.savez): corrupt or another format")
     try:
         with np.load(path, allow_pickle=False) as z:
             if "x" not in z or "y" not in z:
@@ -128,6 +131,12 @@ def _npz(path):
         raise UgateError(f"{path}: x must be numbers (N, H, W) or (N, C, H, W), not {x.dtype} {x.shape}")
     if y.ndim != 1 or y.dtype.kind not in "iu":
         raise UgateError(f"{path}: y must be integer labels (N,), not {y.dtype} {y.shape}")
+    bad = ~np.isfinite(x).reshape(len(x), -1).all(1) if x.dtype.kind == "f" else np.zeros(len(x), bool)
+    if bad.any():   # NaN would poison every weight it touches; a sensor glitch is worth a word, not a stop
+        import warnings
+        warnings.warn(f"{path}: {int(bad.sum())} of {len(x)} samples have NaN or infinite values (first: sample "
+                      f"{int(np.flatnonzero(bad)[0])}); they are set to 0", stacklevel=3)
+        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     if names is None:                  # label values name the classes
         values, c = np.unique(y, return_inverse=True)
         names = [str(v) for v in values]

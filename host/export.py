@@ -166,13 +166,55 @@ def export(run_dir, dataset=None, quiet=False):
     (run / "stage1.blob").write_bytes(raw)
     model = B.parse(raw)
     from ugate import npu, reference
-    npu.save_stage2(net, model["act_scale"], run / "stage2.npz")
+    npu.save_stage2(net, model["act_scale"], run / "stage2.npz", blob_hash=model["hash"].hex(),
+                    model_sha256=_sha256(run / "model.pt"))
     m = {**evaluate(net, raw, dataset, threshold, quiet), "threshold": threshold, "thr_q": model["thr"],
          "in_scale": model["in_scale"], "act_scale": model["act_scale"], "logit_scale": model["logit_scale"],
          "scales": scales, "blob_bytes": len(raw), "blob_hash": model["hash"].hex(),
          "stage1_macs": reference.macs(raw), "n_test": len(dataset.y_test)}
     (run / "export.json").write_text(json.dumps(m, indent=1) + "\n")
     return m
+
+
+def _sha256(path):
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_run_folder(run_dir):
+    """A run folder's parts belong together: model.pt is the checkpoint stage2.npz was exported from,
+    stage1.blob is the blob exported with it (header model hash), and the blob's content still matches
+    that hash. Returns the blob's parsed header; otherwise one line naming the stale file."""
+    from ugate import reference
+    run = Path(run_dir)
+    redo = f"re-run `ugate export {run}`"
+    raw, meta = reference.load(run / "stage1.blob")
+    if model_hash(raw) != meta["hash"]:
+        raise UgateError(f"{run / 'stage1.blob'} was changed after export (its content does not match its model hash "
+                         f"{meta['hash'].hex()}): {redo}")
+    try:
+        with np.load(run / "stage2.npz", allow_pickle=False) as z:
+            bound = {k: str(z[k]) for k in ("blob_hash", "model_sha256") if k in z.files}
+    except FileNotFoundError:
+        raise UgateError(f"no {run / 'stage2.npz'}: {redo}") from None
+    except Exception as e:
+        raise UgateError(f"{run / 'stage2.npz'}: not a stage-2 file ({type(e).__name__}): {redo}") from None
+    if len(bound) < 2:
+        raise UgateError(f"{run / 'stage2.npz'} does not name the model it was exported from (an older export): {redo}")
+    if (run / "model.pt").is_file() and _sha256(run / "model.pt") != bound["model_sha256"]:
+        raise UgateError(f"{run / 'model.pt'} is not the checkpoint stage1.blob and stage2.npz were exported from "
+                         f"(retrained or copied since?): they are stale; {redo}")
+    if meta["hash"].hex() != bound["blob_hash"]:
+        raise UgateError(f"{run / 'stage1.blob'} (model {meta['hash'].hex()}) is not the blob exported with stage2.npz "
+                         f"(model {bound['blob_hash']}): a stale or foreign blob; {redo}")
+    return meta
+
+
+def model_hash(raw):
+    """The model hash a blob's header should carry (shared/blob.py: sha256 of the blob with that
+    field zeroed, trailer excluded, first 8 bytes)."""
+    import hashlib
+    return hashlib.sha256(raw[:12] + bytes(8) + raw[20:-4]).digest()[:8]
 
 
 def table(m):

@@ -5,6 +5,9 @@ The stage-2 file (`stage2.npz`, written by `ugate export`) is defined here, once
   act_shape           int (3,): (C, H, W) of the activations, = Net.activation_shape
   config              str: the NetConfig as json
   stage2.<key>        float32: every array of Net.stage2.state_dict() (BatchNorm running stats included)
+  blob_hash, model_sha256   str (hex): the stage1.blob (header model hash) and model.pt (sha256 of
+                      the file) of the same export, so a run folder's parts are bound together
+                      (ugate.export.check_run_folder)
 
 `Stage2` folds each BatchNorm into its conv at load and runs the rest with TinyJit at fixed batch
 sizes. `torch_stage2` runs the same file in torch, unfolded: the oracle for tests and the bench.
@@ -25,8 +28,10 @@ BN_EPS = 1e-5          # nn.BatchNorm2d's default, which ugate.model's ConvBlock
 JIT_BATCHES = (32, 8, 1)   # a batch of N runs as greedy chunks of these sizes, each compiled on first use
 
 
-def save_stage2(net, act_scale, path):
+def save_stage2(net, act_scale, path, **bound):
+    """bound: blob_hash=..., model_sha256=... (hex strings) of the same export."""
     state = {f"stage2.{k}": v.detach().cpu().numpy().astype(np.float32) for k, v in net.stage2.state_dict().items()}
+    state |= {k: np.array(v) for k, v in bound.items()}
     with open(path, "wb") as f:   # a file object, so numpy does not append ".npz" to the name
         np.savez(f, act_scale=np.float32(act_scale), act_shape=np.array(net.activation_shape, np.int64),
                  config=np.array(json.dumps(net.cfg.to_dict())), **state)
@@ -157,19 +162,31 @@ def torch_stage2(path):
 
 # --- the stand-in process: frames in from a serial port, decisions out as JSON lines ---
 
-def listen(link, stage2, class_names, emit, labels=None):
+def listen(link, stage2, class_names, emit, labels=None, quiet=2.0, give_up=30.0):
     """Consume a streaming board's frames until its closing STATS: run stage 2 on every positive's
     activations and emit one decision dict each. Stopped samples send nothing; their numbers are the
-    gaps between positives (sample numbers count modulo 2^16 on the wire). Returns the statistics."""
+    gaps between positives (sample numbers count modulo 2^16 on the wire). We acknowledge every
+    ACTIVATIONS, RESULT and STATS and NAK a corrupt frame, so the board retransmits what we missed;
+    at the end its counters are reconciled with what arrived, and every positive that never arrived
+    whole is counted in "lost". After `quiet` s without a frame we ask for STATS (the board answers
+    once its input is done); after `give_up` s the board is gone. Returns the statistics."""
     import time
     from ugate.shared import sparse, wire
+    link.ack |= {wire.RESULT, wire.STATS}
+    link.nak = True
     acts, opened = {}, []
     stats = {"gate_open": 0, "correct_open": 0, "lost": 0, "activation_bytes": 0, "npu_ms": 0.0}
-    base, last = 0, -1   # sample number = base + 16-bit vseq, base advanced on wrap-around
+    sample, last, heard = -1, -1, time.monotonic()   # sample number of the last RESULT, its 16-bit seq
     while True:
-        f = link.recv(timeout=30)
+        f = link.recv(timeout=quiet)
         if f is None:
-            raise UgateError(f"{link.name}: the board went quiet mid-stream (30 s without a frame)")
+            if time.monotonic() - heard > give_up:
+                raise UgateError(f"{link.name}: the board went quiet mid-stream ({give_up:g} s without a frame; "
+                                 f"{link.stats['corrupt']} corrupt frames so far)")
+            link.resync()   # in case a damaged code byte holds the board mid-group
+            link.send(wire.STATS)
+            continue
+        heard = time.monotonic()
         typ, _, p = f
         if typ == wire.ACTIVATIONS:
             vseq, sp = wire.rd_activations(p)
@@ -177,12 +194,13 @@ def listen(link, stage2, class_names, emit, labels=None):
             stats["activation_bytes"] += len(p)
         elif typ == wire.RESULT:
             r = wire.rd_result(p)
-            if r["seq"] <= last:
-                base += 1 << 16
-            last = r["seq"]
-            d = {"sample": base + r["seq"], "gate_logit": r["logit"], "gate_open": bool(r["decision"]),
+            step = (r["seq"] - last) & 0xFFFF if last >= 0 else r["seq"] + 1
+            if not step:   # a retransmission that our ACK crossed
+                continue
+            sample, last = sample + step, r["seq"]
+            d = {"sample": sample, "gate_logit": r["logit"], "gate_open": bool(r["decision"]),
                  "device_us": {k: r["t_" + k] for k in ("stage1", "gate", "encode", "transmit")}}
-            if r["seq"] not in acts:   # every retransmission of them failed
+            if r["seq"] not in acts:   # the board gave up on them
                 stats["lost"] += 1
                 d["lost"] = True
             else:
@@ -199,9 +217,12 @@ def listen(link, stage2, class_names, emit, labels=None):
             opened.append(d["sample"])
             emit(d)
         elif typ == wire.STATS:
-            stats["device"] = wire.rd_stats(p)
-            stats["samples"] = stats["device"]["samples"]
-            if labels is not None:   # a stopped sample is predicted negative: right when it is one
+            dev = stats["device"] = wire.rd_stats(p)
+            stats["samples"] = dev["samples"]
+            stats["never_arrived"] = max(dev["opens"] - stats["gate_open"], 0)   # positives we never heard of
+            stats["lost"] += stats["never_arrived"]
+            stats["gate_open"] = max(stats["gate_open"], dev["opens"])
+            if labels is not None:   # a stopped (or lost) sample is predicted negative: right when it is one
                 stopped = np.ones(len(labels), bool)
                 stopped[opened] = False
                 stats["accuracy"] = (stats["correct_open"] + int((labels[stopped] == 0).sum())) / max(len(labels), 1)
@@ -209,6 +230,45 @@ def listen(link, stage2, class_names, emit, labels=None):
         elif typ == wire.ERROR:
             code, msg = wire.rd_error(p)
             raise UgateError(f"{link.name}: device error: {msg}")
+
+
+def follow(port, model_dir, replay=None, kernels="viper", emit=lambda d: None, progress=False):
+    """Put `replay` test vectors on the board as its sensor input (None: use what is there), stream
+    them through the board and stage 2. Returns (listen's statistics, the board's INFO, seconds)."""
+    import time
+    from pathlib import Path
+    from ugate.deploy import deploy
+    from ugate.export import check_run_folder
+    from ugate.run import Experiment, check_port_first
+    from ugate.session import session
+    model_dir = Path(model_dir)
+    if replay is not None and replay < 1:
+        raise UgateError(f"--replay must be at least 1, not {replay}")
+    check_port_first(port)
+    meta = check_run_folder(model_dir)
+    stage2 = load_stage2(model_dir / "stage2.npz")
+    from ugate import model as M
+    class_names = M.load(model_dir / "model.pt")[1].get("class_names") or [f"class {k}" for k in range(stage2.n_classes)]
+    stage2(np.zeros((1, int(np.prod(stage2.act_shape))), np.int8))   # compile before the board streams
+    labels = None
+    if replay is not None:
+        exp = Experiment(model_dir, replay, progress=progress)
+        class_names, labels, replay = exp.class_names, exp.y, len(exp)   # a test set may have fewer
+        deploy(port, model_dir, progress=progress)
+        from ugate.board import connect
+        with connect(port) as t:
+            t.fs_writefile("sensor.bin", exp.xq.tobytes())
+    with session(port, kernels, blob_hash=meta["hash"], entry="stream") as (link, info):
+        import sys
+        print(f"ugate npu: {port} ({info['board']}) streaming; decisions as JSON lines", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        stats = listen(link, stage2, class_names, emit, labels)
+        stats["host"] = dict(link.stats)
+        if replay is not None and stats["samples"] < replay:   # the board stopped hearing us
+            raise UgateError(f"{port}: the board stopped streaming after {stats['samples']} of {replay} samples: "
+                             f"{stats['device']['undelivered']} positives went unacknowledged after every retry "
+                             f"({stats['host']['corrupt'] + stats['device']['corrupt']} corrupt frames): check the cable")
+        return stats, info, time.perf_counter() - t0
 
 
 def add_arguments(parser):
@@ -222,43 +282,26 @@ def add_arguments(parser):
 
 def main(args):
     import sys
-    from pathlib import Path
-    from ugate.deploy import deploy
-    from ugate.run import Experiment, board_port
-    from ugate.session import session
-    from ugate.reference import load
-    model_dir = Path(args.model)
-    stage2 = load_stage2(model_dir / "stage2.npz")
-    replay = args.replay if args.replay is not None else (200 if args.port == "virtual" else None)
-    if replay is not None and replay < 1:
-        raise UgateError(f"--replay must be at least 1, not {replay}")
-    if not (model_dir / "stage1.blob").is_file():
-        raise UgateError(f"no {model_dir / 'stage1.blob'}: run ugate export {model_dir} first")
-    meta = load(model_dir / "stage1.blob")[1]
-    from ugate import model as M
-    class_names = M.load(model_dir / "model.pt")[1].get("class_names") or [f"class {k}" for k in range(stage2.n_classes)]
+    from ugate.run import board_port
     out = open(args.out, "w") if args.out else sys.stdout
     emit = lambda d: print(json.dumps(d), file=out, flush=True)
-    stage2(np.zeros((1, int(np.prod(stage2.act_shape))), np.int8))   # compile before the board streams
-    with board_port(args.port) as p:
-        labels = None
-        if replay is not None:
-            exp = Experiment(model_dir, replay, progress=False)
-            class_names, labels = exp.class_names, exp.y
-            deploy(p, model_dir, progress=False)
-            from ugate.board import connect
-            with connect(p) as t:
-                t.fs_writefile("sensor.bin", exp.xq.tobytes())
-        with session(p, args.kernels, blob_hash=meta["hash"], entry="stream") as (link, info):
-            print(f"ugate npu: {p} ({info['board']}) streaming; decisions as JSON lines", file=sys.stderr)
-            stats = listen(link, stage2, class_names, emit, labels)
-    if out is not sys.stdout:
-        out.close()
+    replay = args.replay if args.replay is not None else (200 if args.port == "virtual" else None)
+    try:
+        with board_port(args.port) as p:
+            stats, info, _ = follow(p, args.model, replay, args.kernels, emit)
+    finally:
+        if out is not sys.stdout:
+            out.close()
     n, k = max(stats["samples"], 1), max(stats["gate_open"], 1)
     line = (f"ugate npu: {stats['samples']} samples, {stats['gate_open']} through the gate "
             f"({1 - stats['gate_open'] / n:.1%} stopped on the board, nothing sent for them), "
             f"{stats['activation_bytes'] / k:.1f} activation bytes a positive, stage 2 {stats['npu_ms'] / k:.3f} ms a positive")
-    if labels is not None:   # a stopped sample is predicted negative: right when it is one
+    if "accuracy" in stats:   # a stopped sample is predicted negative: right when it is one
         line += f", accuracy {stats['accuracy']:.2%}"
     print(line, file=sys.stderr)
+    if stats["lost"]:
+        print(f"ugate npu: {stats['lost']} of {stats['gate_open']} positives lost on the link ({stats['never_arrived']} never "
+              f"arrived, the board gave up on {stats['device']['undelivered']} after every retry; "
+              f"{stats['host']['corrupt'] + stats['device']['corrupt']} corrupt frames): check the cable", file=sys.stderr)
+        return 1
     return 0

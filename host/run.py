@@ -25,6 +25,8 @@ class Experiment:
             raise UgateError(f"no {self.dir / 'model.pt'}: train first (ugate train --dataset NAME --out {self.dir})")
         if not (self.dir / "stage1.blob").is_file() or not (self.dir / "stage2.npz").is_file():
             export(self.dir, quiet=not progress)
+        from ugate.export import check_run_folder
+        check_run_folder(self.dir)   # a stale or foreign part is one line, before any work
         _, ck = model.load(self.dir / "model.pt")
         ds = data.load(**ck["data"])
         x, self.y = ds.x_test, ds.y_test

@@ -67,7 +67,9 @@ def _fit(net, x, y, epochs, loss_fn, desc, seed, lr=LR, batch=BATCH, quiet=False
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     steps = epochs * -(-len(x) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.2)
+    # one cycle needs a warm-up and a decay of a step or more each: a small --limit gives few steps
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=max(0.2, 2 / steps))
+             if steps >= 4 else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
     net.train()
     with tqdm(total=steps, desc=desc, unit="batch", disable=quiet, leave=False) as bar:
         for _ in range(epochs):

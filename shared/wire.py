@@ -31,9 +31,20 @@ Payloads, by type (direction; layout):
     STATS        host -> device: empty (a request); device -> host: u32 counters, STATS_FIELDS.
     BYE          host -> device: empty. Ends the session: the device acknowledges with ACK and
                  returns to its REPL (binary streaming blocks Ctrl-C, so this is the way out).
+    NAK          receiver -> sender: u16 seq of the last good frame it had from the sender. "A frame
+                 just arrived corrupt": a sender waiting for an ACK retransmits at once, not after
+                 its timeout. Sent once per corrupt frame, never acknowledged.
 
 A receiver drops a frame whose seq repeats the previous frame's seq (a retransmission it already
-has), except HELLO. A frame failing COBS, length or CRC is counted as corrupt and never decoded.
+has), except HELLO and STATS (a request answered again costs nothing). A frame failing COBS, length
+or CRC is counted as corrupt and never decoded, and answered with NAK.
+
+Recovery (docs/design.md): senders follow each frame with one extra 0x00 (IDLE), so a frame whose
+delimiter was lost is cut off by the next byte, not by the peer's next frame. Reliable frames
+(ACTIVATIONS; in stream mode also RESULT and the closing STATS) are retransmitted on NAK at once,
+on their timeout otherwise. A host that restarts talking to a board in an unknown state first writes
+RESYNC zero bytes: each ends whatever group a stray code byte opened (a group spans at most 254
+bytes), so the frame that follows is read whole.
 """
 import struct
 
@@ -58,7 +69,7 @@ try:
 except ImportError:
     const = lambda x: x
 
-VERSION = const(1)
+VERSION = const(2)   # 2: NAK, STATS "undelivered", IDLE after each frame
 
 # the type table: one number per frame type, shared by both ends
 HELLO = const(1)
@@ -70,8 +81,9 @@ ACK = const(6)
 ERROR = const(7)
 STATS = const(8)
 BYE = const(9)
+NAK = const(10)
 NAMES = {HELLO: "HELLO", INFO: "INFO", VECTOR: "VECTOR", RESULT: "RESULT",
-         ACTIVATIONS: "ACTIVATIONS", ACK: "ACK", ERROR: "ERROR", STATS: "STATS", BYE: "BYE"}
+         ACTIVATIONS: "ACTIVATIONS", ACK: "ACK", ERROR: "ERROR", STATS: "STATS", BYE: "BYE", NAK: "NAK"}
 
 # ERROR codes
 E_TYPE = const(1)      # a frame type the receiver does not take
@@ -86,8 +98,10 @@ CRC = const(4)
 _INFO = "<B8sIHHH"
 _RESULT = "<HiBIIII"
 RESULT_SIZE = const(23)
-STATS_FIELDS = ("sent", "received", "corrupt", "duplicates", "retransmits", "samples", "opens")
-_STATS = "<7I"
+# undelivered: reliable frames given up after every retry (a positive the host may not have)
+STATS_FIELDS = ("sent", "received", "corrupt", "duplicates", "retransmits", "samples", "opens", "undelivered")
+_STATS = "<8I"
+RESYNC = const(256)   # zero bytes that end any partial frame at the receiver
 
 
 def frame_size(n):
@@ -291,10 +305,10 @@ def rd_error(p):
     return p[0], bytes(p[1:]).decode()
 
 
-def wr_stats(sent, received, corrupt, duplicates, retransmits, samples, opens):
-    return struct.pack(_STATS, sent, received, corrupt, duplicates, retransmits, samples, opens)
+def wr_stats(sent, received, corrupt, duplicates, retransmits, samples, opens, undelivered):
+    return struct.pack(_STATS, sent, received, corrupt, duplicates, retransmits, samples, opens, undelivered)
 
 
 def rd_stats(p):
-    _need("STATS", p, 28)
+    _need("STATS", p, 32)
     return dict(zip(STATS_FIELDS, struct.unpack_from(_STATS, p)))

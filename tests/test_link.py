@@ -90,7 +90,8 @@ def test_device_session(device):
                     "n_act": 64, "max_payload": 64, "version": "test-1", "board": "pty"}
     x = bytes([3, 0, 0, 250, 0, 0, 0, 0, 0, 7] + [0] * 30)
     r, act = link.infer(x)
-    assert r["seq"] == 1 and r["logit"] == 260 and r["decision"] == 1 and r["t_stage1"] == 1 and act == x
+    assert r["seq"] == 2   # our seqs: HELLO 0, the ACK of INFO 1, VECTOR 2
+    assert r["logit"] == 260 and r["decision"] == 1 and r["t_stage1"] == 1 and act == x
     r, act = link.infer(bytes(40))
     assert r["decision"] == 0 and act is None and r["t_stage1"] == 2
     st = link.device_stats()
@@ -105,9 +106,12 @@ def test_device_dropped_ack_and_duplicate(device):
     x = bytes([5] + [0] * 20 + [9])
     r, act = link.infer(x)     # the first ACK is lost: the device retransmits, we drop and re-ack
     assert act == x and link.port.dropped and link.stats["duplicates"] == 1
-    # the same VECTOR again (as if our RESULT were lost): answered from the cache, not recomputed
+    # the same VECTOR again (as if our RESULT were lost): answered from the cache, not recomputed,
+    # the activations first
     link.last = None     # forget the RESULT, so its resend is not dropped as a duplicate
     link.send(wire.VECTOR, x, r["seq"])
+    typ, _, pl = link.recv(2.0)
+    assert typ == wire.ACTIVATIONS and bytes(sparse.decode(wire.rd_activations(pl)[1])) == x
     typ, _, pl = link.recv(2.0)
     assert typ == wire.RESULT and wire.rd_result(pl) == r
     st = link.device_stats()

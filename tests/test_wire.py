@@ -105,7 +105,7 @@ def test_payload_helpers():
     assert wire.rd_activations(wire.wr_activations(513, b"xyz")) == (513, b"xyz")
     assert wire.rd_ack(wire.wr_ack(70000)) == 70000 & 0xFFFF
     assert wire.rd_error(wire.wr_error(wire.E_MODEL, "no blob")) == (wire.E_MODEL, "no blob")
-    s = dict(zip(wire.STATS_FIELDS, range(1, 8)))
+    s = dict(zip(wire.STATS_FIELDS, range(1, 9)))
     assert wire.rd_stats(wire.wr_stats(*s.values())) == s
 
 
