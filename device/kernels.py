@@ -9,12 +9,19 @@
 # ((v ^ 0x80) - 0x80, (v ^ 0x8000) - 0x8000); int32 biases are read as two 16-bit halves, the high one sign-extended,
 # which is right on 32-bit words and on the 64-bit unix port alike (a ptr32 load zero-extends
 # there); no constant is above 0x3fffffff, so none becomes a slow object.
+from array import array
+
 import micropython
 
 
 @micropython.viper
 def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
-    # p: cin, h, w, cout, stride, ho, wo, relu. 3x3, zero padding 1.
+    # p: cin, h, w, cout, stride, ho, wo, relu, then prepare()'s offsets into w: weights, pad, col.
+    # 3x3, zero padding 1. w holds: 128 * sum(u) a pixel of one output row (int32); v = w + 128
+    # [cout][cin][9] (unsigned); the input as u = x + 128 (cin, h+2, w+2) with a border of 128 (a
+    # zero); one output row's windows (wo x cin x 9). b holds C = bias + round - 128 * sum(w).
+    # Then sum(w x) = sum(v u) - 128 sum(u): no load needs a sign extension. Viper keeps only its
+    # first two locals in registers, so x and y are reused as the two pointers each hot loop walks.
     cin = p[0]
     h = p[1]
     wd = p[2]
@@ -25,43 +32,81 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     lo = -128
     if p[7]:
         lo = 0
-    hw = h * wd
-    o = 0
-    for co in range(cout):
-        n = s[co]
-        bias = (((b[2 * co + 1] ^ 0x8000) - 0x8000) << 16) | b[2 * co]
-        bias += (1 << n) >> 1                       # round half up
-        wc = co * cin * 9
-        for oy in range(ho):
-            iy = oy * st - 1
-            ky0 = 0                                 # kernel rows inside the image: no padding reads
-            if iy < 0:
-                ky0 = 1
-            ky1 = h - iy
-            if ky1 > 3:
-                ky1 = 3
+    src = x
+    dst = y
+    sp = ptr32(w)
+    wt = int(w) + p[8]
+    pad = int(w) + p[9]
+    col = int(w) + p[10]
+    k = cin * 9
+    pw = wd + 2
+    plane = (h + 2) * pw
+    x = src                                         # 1. the input, unsigned, into the padded copy
+    for ci in range(cin):
+        r = pad + ci * plane + pw + 1
+        for iy in range(h):
+            y = ptr8(r)
+            for ix in range(wd):
+                y[ix] = x[ix] ^ 0x80
+            x = ptr8(int(x) + wd)
+            r += pw
+    step = plane - 2 * pw
+    q = 0
+    for oy in range(ho):
+        x = ptr8(col)                               # 2. the row's windows, one after the other
+        for ox in range(wo):
+            y = ptr8(pad + oy * st * pw + ox * st)
+            su = 0
+            n = cin
+            while n:
+                x[0] = y[0]
+                x[1] = y[1]
+                x[2] = y[2]
+                y = ptr8(int(y) + pw)
+                x[3] = y[0]
+                x[4] = y[1]
+                x[5] = y[2]
+                y = ptr8(int(y) + pw)
+                x[6] = y[0]
+                x[7] = y[1]
+                x[8] = y[2]
+                su += x[0] + x[1] + x[2] + x[3] + x[4] + x[5] + x[6] + x[7] + x[8]
+                x = ptr8(int(x) + 9)
+                y = ptr8(int(y) + step)
+                n -= 1
+            sp[ox] = su << 7
+        o = q
+        wc = wt
+        for co in range(cout):                      # 3. each output channel's dots with the row
+            c = ((b[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | b[2 * co]
+            sh = s[co]
+            x = ptr8(col)
             for ox in range(wo):
-                ix = ox * st - 1
-                kx0 = 0
-                if ix < 0:
-                    kx0 = 1
-                kx1 = wd - ix
-                if kx1 > 3:
-                    kx1 = 3
-                acc = bias
-                for ci in range(cin):
-                    for ky in range(ky0, ky1):
-                        xr = ci * hw + (iy + ky) * wd + ix
-                        wr = wc + ci * 9 + ky * 3
-                        for kx in range(kx0, kx1):
-                            acc += ((w[wr + kx] ^ 0x80) - 0x80) * ((x[xr + kx] ^ 0x80) - 0x80)
-                acc >>= n                           # arithmetic shift
+                y = ptr8(wc)
+                acc = c - sp[ox]
+                n = cin
+                while n > 1:                        # two input channels a pass: less loop per MAC
+                    acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
+                            x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8] + x[9] * y[9] +
+                            x[10] * y[10] + x[11] * y[11] + x[12] * y[12] + x[13] * y[13] +
+                            x[14] * y[14] + x[15] * y[15] + x[16] * y[16] + x[17] * y[17])
+                    x = ptr8(int(x) + 18)
+                    y = ptr8(int(y) + 18)
+                    n -= 2
+                while n:                            # an odd one (a loop, not an if: the cycle model counts loops)
+                    acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
+                            x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8])
+                    x = ptr8(int(x) + 9)
+                    n = 0
+                acc >>= sh                          # arithmetic shift
                 if acc < lo:
                     acc = lo
                 elif acc > 127:
                     acc = 127
-                y[o] = acc
-                o += 1
+                dst[o + ox] = acc
+            wc += k
+            o += ho * wo
+        q += wo
 
 
 @micropython.viper
@@ -188,6 +233,31 @@ def compress_v(x: ptr8, y: ptr8, w: ptr8, b: ptr8, s: ptr8, p: ptr32):
                 v = 127
             y[i] = v
             i += 1
+
+
+def prepare(op, w, b, s, p):
+    """The (w, b, s, p) a kernel takes for a blob op's weights, biases, shifts and sizes: CONV's
+    unsigned layout (see conv_v), laid out once when the model loads; other ops as they are."""
+    if op != 1:                                     # blob.CONV
+        return w, b, s, p
+    cin, h, wd, cout, wo = p[0], p[1], p[2], p[3], p[6]
+    k = 9 * cin
+    at_w = 4 * wo
+    at_pad = at_w + cout * k
+    at_col = at_pad + cin * (h + 2) * (wd + 2)
+    lay = bytearray(at_col + k * wo)
+    for i in range(cout * k):
+        lay[at_w + i] = w[i] ^ 0x80                 # int8 byte -> w + 128
+    for i in range(at_pad, at_col):
+        lay[i] = 128                                # the border stays 128 (a zero); conv_v fills the inside
+    c = array("i", bytes(4 * cout))
+    for co in range(cout):
+        sw = 0
+        for i in range(co * k, co * k + k):
+            sw += (w[i] ^ 0x80) - 0x80
+        c[co] = ((b[4 * co + 3] ^ 0x80) - 0x80 << 24 | b[4 * co + 2] << 16 | b[4 * co + 1] << 8 | b[4 * co]) + \
+            ((1 << s[co]) >> 1) - 128 * sw
+    return lay, c, s, array("i", list(p) + [at_w, at_pad, at_col])
 
 
 # in blob op order (blob.CONV == 1 ...), then dense over an int16 src

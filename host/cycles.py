@@ -251,25 +251,35 @@ def viper_code(py_path):
 
 # --- counting --------------------------------------------------------------------------------------
 def _path(insns, lo, hi, skip):
-    """The instructions one pass over [lo, hi] executes, leaving out the ranges in skip (inner loops)
-    and the `movi 0` of viper's compare idiom (movi 1; bCC over; movi 0: on the loop-continuing path,
-    and in conditions generally, we count the taken branch). Returns (instructions, taken branches)."""
-    out, taken = [], 0
-    i = 0
-    seq = [x for x in insns if lo <= x.addr <= hi and not any(a <= x.addr <= b for a, b in skip)]
-    while i < len(seq):
-        x = seq[i]
+    """The instructions one pass over [lo, hi] executes, an inner loop in `skip` counting as nothing
+    (it is counted on its own). Viper's code for a condition is `movi 1; bCC over; movi 0; bnez`:
+    we take the bCC (the `movi 0` is skipped: +-1 instruction); a conditional branch of an `if` is
+    not taken and a `j` is followed, so an if/else costs its condition-false path. Returns
+    (instructions, taken branches)."""
+    at = {x.addr: k for k, x in enumerate(insns)}
+    out, taken, k = [], 0, at[lo]
+    while k < len(insns) and insns[k].addr <= hi:
+        x = insns[k]
+        inner = next((s for s in skip if s[0] <= x.addr <= s[1]), None)
+        if inner:                                   # continue after the inner loop's back branch
+            k = at[inner[1]] + 1
+            continue
         out.append(x)
         t = x.target
-        if t is not None and x.op.startswith("b") and i + 1 < len(seq) and t > x.addr and \
-                i >= 1 and seq[i - 1].op.startswith("movi") and seq[i + 1].op.startswith("movi") and \
-                seq[i + 1].addr + len(seq[i + 1].raw) == t:
-            taken += 1                               # compare idiom: the branch skips `movi 0`
-            i += 2
+        if x.addr == hi:
+            taken += t is not None                  # the loop's own back branch
+            break
+        nxt = insns[k + 1] if k + 1 < len(insns) else None
+        if t is not None and x.op.startswith("b") and out[-2:-1] and out[-2].op.startswith("movi") and \
+                nxt and nxt.op.startswith("movi") and nxt.addr + len(nxt.raw) == t:
+            taken += 1                               # the condition idiom: skip `movi 0`
+            k = at[t]
             continue
-        if x.op == "j" or (t is not None and t <= x.addr):
-            taken += 1                               # jumps, and the loop's own back branch
-        i += 1
+        if x.op == "j" and t is not None and t > x.addr:
+            taken += 1
+            k = at[t] if t in at else len(insns)
+            continue
+        k += 1
     return out, taken
 
 
@@ -338,7 +348,8 @@ for ph in m._plan:
 
 def stage1_cycles(blob_or_dir, kernels=None):
     """Per op of the blob (stage 1, gate, compress, in run order): {name, op, phase, fn, macs, calls,
-    instructions, cycles, instructions_per_mac, cycles_per_mac} on the ESP32-S3, by RULES.
+    instructions, cycles, instructions_per_mac, cycles_per_mac, loops} on the ESP32-S3, by RULES;
+    loops: per loop of the kernel, outer first, (instructions a pass, cycles a pass, passes).
     blob_or_dir: a run folder (its stage1.blob), a blob path, or blob bytes. kernels: the viper
     kernels file (default device/kernels.py)."""
     from ugate import reference
@@ -377,6 +388,7 @@ def stage1_cycles(blob_or_dir, kernels=None):
         macs = {B.CONV: co * ho * wo * c * 9, B.DENSE: co * c * h * w, B.LOGIT: c * h * w}.get(kind, 0)
         rows.append({"name": bufs[dst_i][0], "op": B.OPS[kind], "phase": phase, "fn": name, "macs": macs,
                      "calls": calls, "instructions": ins, "cycles": cyc,
+                     "loops": [(c[0], c[1], n) for c, n in zip(costs[1:], runs[:nl])],
                      "instructions_per_mac": ins / macs if macs else None, "cycles_per_mac": cyc / macs if macs else None})
     return rows
 
