@@ -3,13 +3,21 @@
 # without viper cannot even compile this file. Every kernel has one signature f(x, y, w, b, s, p):
 # x, y: tensors (CHW; int8, or int16 where noted); w: int8 weights (or thresholds); b: int32
 # biases; s: uint8 shifts; p: array('i') of sizes. Unused arguments get any buffer. Nothing
-# allocates, so the per-sample loop never triggers the GC.
+# allocates, so the per-sample loop never triggers the GC. prepare() turns a blob op's (w, b, s, p)
+# into what its kernel takes, once, when the model loads: CONV and the int16 DENSE run on unsigned
+# copies (v = w + 128, u = x + 128 or x + 32768) with the zero-point terms folded into the bias.
+#
+# Why it looks like this (counted by ugate.cycles on the S3's xtensawin code): viper keeps only the
+# first two locals in registers, so the hot loops reuse the arguments x and y as their two walking
+# pointers, and a MAC is one term of a long unrolled sum x[k] * y[k] at constant offsets.
 #
 # Viper traps: ptr8/ptr16 loads are unsigned, so int8 and int16 are sign-extended by hand
 # ((v ^ 0x80) - 0x80, (v ^ 0x8000) - 0x8000); int32 biases are read as two 16-bit halves, the high one sign-extended,
 # which is right on 32-bit words and on the 64-bit unix port alike (a ptr32 load zero-extends
 # there); no constant is above 0x3fffffff, so none becomes a slow object.
 from array import array
+
+from kernels_portable import _bias
 
 import micropython
 
@@ -111,30 +119,31 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
 
 @micropython.viper
 def maxpool_v(x: ptr8, y: ptr8, w: ptr8, b: ptr8, s: ptr8, p: ptr32):
-    # p: c, h, w. 2x2, stride 2, floor.
+    # p: c, h, w. 2x2, stride 2, floor. Compared as u = x ^ 0x80 (int8 order = unsigned order of u),
+    # so no load needs a sign extension; x and y walk the input and output.
     c = p[0]
     h = p[1]
     wd = p[2]
     ho = h >> 1
     wo = wd >> 1
-    o = 0
+    src = int(x)
     for ci in range(c):
         for oy in range(ho):
-            r = ci * h * wd + 2 * oy * wd
+            x = ptr8(src + (ci * h + 2 * oy) * wd)
             for ox in range(wo):
-                i = r + 2 * ox
-                m = (x[i] ^ 0x80) - 0x80
-                v = (x[i + 1] ^ 0x80) - 0x80
+                m = x[0] ^ 0x80
+                v = x[1] ^ 0x80
                 if v > m:
                     m = v
-                v = (x[i + wd] ^ 0x80) - 0x80
+                v = x[wd] ^ 0x80
                 if v > m:
                     m = v
-                v = (x[i + wd + 1] ^ 0x80) - 0x80
+                v = x[wd + 1] ^ 0x80
                 if v > m:
                     m = v
-                y[o] = m
-                o += 1
+                y[0] = m ^ 0x80
+                y = ptr8(int(y) + 1)
+                x = ptr8(int(x) + 2)
 
 
 @micropython.viper
@@ -186,26 +195,48 @@ def dense_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
 
 @micropython.viper
 def dense16_v(x: ptr16, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
-    # dense_v over an int16 src (a GPOOL's output).
+    # dense over an int16 src (a GPOOL's output), on prepare()'s unsigned layout: w holds room for
+    # u = x + 32768 (nin uint16), then v = w + 128 [nout][nin]; b holds C = bias + round - 32768 sum(w).
+    # Then sum(w x) = sum(v u) - 128 sum(u) - 32768 sum(w) (mod 2^32, exact in the end). p: nin, nout,
+    # relu, offset of v in w. x and y are reused as the two pointers of the dot.
     nin = p[0]
     nout = p[1]
     lo = -128
     if p[2]:
         lo = 0
-    wi = 0
+    dst = y
+    ua = int(w)
+    wt = int(w) + p[3]
+    y = ptr8(ua)
+    su = 0
+    for i in range(nin):                            # u = x + 32768, and 128 * sum(u)
+        v = x[i] ^ 0x8000
+        su += v
+        y[2 * i] = v
+        y[2 * i + 1] = v >> 8
+    su <<= 7
+    y = ptr8(wt)
     for o in range(nout):
-        n = s[o]
-        acc = (((b[2 * o + 1] ^ 0x8000) - 0x8000) << 16) | b[2 * o]
-        acc += (1 << n) >> 1                        # round half up
-        for i in range(nin):
-            acc += ((w[wi] ^ 0x80) - 0x80) * ((x[i] ^ 0x8000) - 0x8000)
-            wi += 1
-        acc >>= n                                   # arithmetic shift
+        x = ptr16(ua)
+        acc = (((b[2 * o + 1] ^ 0x8000) - 0x8000) << 16 | b[2 * o]) - su
+        n = nin
+        while n > 7:
+            acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] + x[5] * y[5] +
+                    x[6] * y[6] + x[7] * y[7])
+            x = ptr16(int(x) + 16)
+            y = ptr8(int(y) + 8)
+            n -= 8
+        while n:
+            acc += x[0] * y[0]
+            x = ptr16(int(x) + 2)
+            y = ptr8(int(y) + 1)
+            n -= 1
+        acc >>= s[o]                                # arithmetic shift
         if acc < lo:
             acc = lo
         elif acc > 127:
             acc = 127
-        y[o] = acc
+        dst[o] = acc
 
 
 @micropython.viper
@@ -238,6 +269,17 @@ def compress_v(x: ptr8, y: ptr8, w: ptr8, b: ptr8, s: ptr8, p: ptr32):
 def prepare(op, w, b, s, p):
     """The (w, b, s, p) a kernel takes for a blob op's weights, biases, shifts and sizes: CONV's
     unsigned layout (see conv_v), laid out once when the model loads; other ops as they are."""
+    if op == 7:                                     # DENSE over an int16 src (dense16_v)
+        nin, nout = p[0], p[1]
+        lay = bytearray(2 * nin + nin * nout)      # u first: 16-bit loads need 2-byte alignment
+        c = array("i", bytes(4 * nout))
+        for o in range(nout):
+            sw = 0
+            for i in range(o * nin, o * nin + nin):
+                lay[2 * nin + i] = w[i] ^ 0x80
+                sw += (w[i] ^ 0x80) - 0x80
+            c[o] = _bias(b, o) + ((1 << s[o]) >> 1) - 32768 * sw
+        return lay, c, s, array("i", list(p) + [2 * nin])
     if op != 1:                                     # blob.CONV
         return w, b, s, p
     cin, h, wd, cout, wo = p[0], p[1], p[2], p[3], p[6]
@@ -255,8 +297,7 @@ def prepare(op, w, b, s, p):
         sw = 0
         for i in range(co * k, co * k + k):
             sw += (w[i] ^ 0x80) - 0x80
-        c[co] = ((b[4 * co + 3] ^ 0x80) - 0x80 << 24 | b[4 * co + 2] << 16 | b[4 * co + 1] << 8 | b[4 * co]) + \
-            ((1 << s[co]) >> 1) - 128 * sw
+        c[co] = _bias(b, co) + ((1 << s[co]) >> 1) - 128 * sw
     return lay, c, s, array("i", list(p) + [at_w, at_pad, at_col])
 
 

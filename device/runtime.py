@@ -51,8 +51,8 @@ class Model:
                  blob.GPOOL: (c, h * w, mm, k, j), blob.DENSE: (c * h * w, co, relu), blob.LOGIT: (c * h * w,),
                  blob.COMPRESS: (c, h * w)}[op]
             sl = lambda off, n: bv[off:off + n] if n else dummy
-            f = fns[6] if kind == blob.I16 else fns[op - 1]   # dense over a GPOOL's int16
-            self._plan[phase].append((f, mem[si], mem[di]) + prepare(op, sl(wo, nw), sl(bo, nb), sl(so, ns), array("i", p)))
+            k = 7 if kind == blob.I16 else op            # 7: dense over a GPOOL's int16
+            self._plan[phase].append((fns[k - 1], mem[si], mem[di]) + prepare(k, sl(wo, nw), sl(bo, nb), sl(so, ns), array("i", p)))
             if op == blob.LOGIT:
                 self._logit = mem[di]
             elif op == blob.COMPRESS:

@@ -362,8 +362,9 @@ def stage1_cycles(blob_or_dir, kernels=None):
     inst, slots = _instrument(src, fns)
     micropython = Path(sys.executable).parent / "micropython"
     with tempfile.TemporaryDirectory() as tmp:
-        for f in (kernels.parent / "runtime.py", ROOT / "shared" / "blob.py"):
-            shutil.copy(f, tmp)
+        for f in (kernels.parent / "runtime.py", kernels.parent / "kernels_portable.py", ROOT / "shared" / "blob.py"):
+            if f.exists():
+                shutil.copy(f, tmp)
         Path(tmp, "kernels.py").write_text(inst)
         Path(tmp, "stage1.blob").write_bytes(raw)
         Path(tmp, "main.py").write_text(_COUNT_MAIN)
