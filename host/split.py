@@ -78,6 +78,11 @@ def split(dataset, out_dir, splits=(1, 2), gates=("conv", "noconv"), epochs=None
     bad = [g for g in gates if g not in GATES]
     if bad:
         raise UgateError(f"gate variant {bad[0]!r}: one of {', '.join(GATES)}")
+    from ugate.model import NetConfig
+    n_blocks = len(NetConfig((1, 1, 1), 2).channels)
+    bad = [s for s in splits if not 1 <= s < n_blocks]
+    if bad:
+        raise UgateError(f"--splits {bad[0]}: a cut goes after block 1 to {n_blocks - 1} of the {n_blocks} conv blocks")
     out = Path(out_dir)
     ds = data.load(str(dataset), positive=positive, seed=seed, limit=limit)
     rows = []

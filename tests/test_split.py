@@ -43,6 +43,8 @@ def test_split_table_on_digits(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "split.json").read_text())["rows"] == json.loads(json.dumps(rows))
 
 
-def test_split_rejects_unknown_gate(tmp_path):
+def test_split_rejects_bad_choices(tmp_path):
     with pytest.raises(UgateError, match="gate variant 'big'"):
         split.split("digits", tmp_path, gates=("big",))
+    with pytest.raises(UgateError, match="--splits 3: a cut goes after block 1 to 2"):
+        split.split("digits", tmp_path, splits=(1, 3))
