@@ -144,6 +144,11 @@ def main():
             per = lambda v: f"{v:10.1f}" if v is not None else f"{'':10}"
             print(f"  {r['name']:8} {r['op']:9} {r['macs']:8d} {r['instructions']:10d} {per(r['instructions_per_mac'])} "
                   f"{per(r['cycles_per_mac'])[2:]} {cycles.s3_time_us(r['cycles']):9.0f} {meas[mk][0][j]:9.1f}")
+        print("  per layer: instructions/cycles outside loops a call; innermost loop: instructions/cycles a pass x passes")
+        for r in rows:
+            inner = max(r["loops"][::-1], key=lambda l: l[2])                 # the most-run loop, the deepest of ties
+            print(f"    {r['name']:8} {r['fn']:11} call {r['per_call'][0]}/{r['per_call'][1]}, "
+                  f"inner {inner[0]}/{inner[1]} x {inner[2]}")
         sel = [r for r in rows if r["phase"] < 2]
         m_, i_, c_ = sum(r["macs"] for r in sel), sum(r["instructions"] for r in sel), sum(r["cycles"] for r in sel)
         print(f"  {'s1+gate':8} {'':9} {m_:8d} {i_:10d} {i_ / m_:10.1f} {c_ / m_:8.1f} {cycles.s3_time_us(c_):9.0f} "

@@ -348,8 +348,9 @@ for ph in m._plan:
 
 def stage1_cycles(blob_or_dir, kernels=None):
     """Per op of the blob (stage 1, gate, compress, in run order): {name, op, phase, fn, macs, calls,
-    instructions, cycles, instructions_per_mac, cycles_per_mac, loops} on the ESP32-S3, by RULES;
-    loops: per loop of the kernel, outer first, (instructions a pass, cycles a pass, passes).
+    instructions, cycles, instructions_per_mac, cycles_per_mac, loops, per_call} on the ESP32-S3, by
+    RULES; loops: per loop of the kernel, outer first, (instructions a pass, cycles a pass, passes);
+    per_call: (instructions, cycles) outside every loop, once a call.
     blob_or_dir: a run folder (its stage1.blob), a blob path, or blob bytes. kernels: the viper
     kernels file (default device/kernels.py)."""
     from ugate import reference
@@ -389,7 +390,7 @@ def stage1_cycles(blob_or_dir, kernels=None):
         macs = {B.CONV: co * ho * wo * c * 9, B.DENSE: co * c * h * w, B.LOGIT: c * h * w}.get(kind, 0)
         rows.append({"name": bufs[dst_i][0], "op": B.OPS[kind], "phase": phase, "fn": name, "macs": macs,
                      "calls": calls, "instructions": ins, "cycles": cyc,
-                     "loops": [(c[0], c[1], n) for c, n in zip(costs[1:], runs[:nl])],
+                     "loops": [(c[0], c[1], n) for c, n in zip(costs[1:], runs[:nl])], "per_call": costs[0],
                      "instructions_per_mac": ins / macs if macs else None, "cycles_per_mac": cyc / macs if macs else None})
     return rows
 
