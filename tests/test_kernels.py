@@ -51,7 +51,7 @@ def kernel_cases(seed=0):
             wq, b, n = _wbn(rng, cout, cin * 9, mode)
             y = reference.conv(x, wq.reshape(cout, cin, 3, 3), b, n, st, relu)
             cases.append(("conv", x, wq, b, n, [cin, h, w, cout, st, y.shape[2], y.shape[3], relu], y))
-        for c, h, w in [(2, 4, 4), (3, 5, 7)]:
+        for c, h, w in [(2, 4, 4), (3, 5, 7), (1, 3, 2)]:
             x = _x(rng, (1, c, h, w), mode)
             cases.append(("maxpool", x, None, None, None, [c, h, w], reference.maxpool(x)))
         for (c, h, w), j in [((3, 7, 7), 7), ((2, 28, 28), 0), ((1, 1, 1), 7), ((2, 40, 40), 3)]:
@@ -62,7 +62,7 @@ def kernel_cases(seed=0):
             x = _x(rng, (1, nin), mode)
             wq, b, n = _wbn(rng, nout, nin, mode)
             cases.append(("dense", x, wq, b, n, [nin, nout, relu], reference.dense(x, wq, b, n, relu)))
-        for nin, nout, relu in [(12, 3, 1), (8, 4, 0)]:             # over a GPOOL's int16 output
+        for nin, nout, relu in [(12, 3, 1), (8, 4, 0), (33, 5, 1), (7, 2, 0)]:   # over a GPOOL's int16 output
             x = _x(rng, (1, nin), mode).astype(np.int16) << 7
             x[0, 0] = 2 ** 15 - 1 if mode != "min" else x[0, 0]
             wq, b, n = _wbn(rng, nout, nin, mode, xmax=2 ** 15)
