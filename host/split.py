@@ -136,6 +136,7 @@ def plot(res, path):
         ax.annotate(f"cut {r['split']}, gate {r['gate']}\n{100 * r['negatives_stopped']:.1f}% stopped",
                     (r["uj_per_stopped_negative"], 100 * r["gated_accuracy"]), fontsize=7, xytext=(4, 4),
                     textcoords="offset points")
+    ax.margins(x=0.25, y=0.15)                      # room for the labels
     ax.axhline(100 * res["accuracy_target"], color="k", ls="--", lw=0.8, label="accuracy target")
     ax.set(xlabel="est. µJ per stopped negative on the ESP32-S3 (stage 1 + gate)", ylabel="gated accuracy (%)",
            title=f"{res['dataset']}: where to cut (red: energy optimum)")
