@@ -3,18 +3,33 @@
 # without viper cannot even compile this file. Every kernel has one signature f(x, y, w, b, s, p):
 # x, y: tensors (CHW; int8, or int16 where noted); w: int8 weights (or thresholds); b: int32
 # biases; s: uint8 shifts; p: array('i') of sizes. Unused arguments get any buffer. Nothing
-# allocates, so the per-sample loop never triggers the GC.
+# allocates, so the per-sample loop never triggers the GC. prepare() turns a blob op's (w, b, s, p)
+# into what its kernel takes, once, when the model loads: CONV and the int16 DENSE run on unsigned
+# copies (v = w + 128, u = x + 128 or x + 32768) with the zero-point terms folded into the bias.
+#
+# Why it looks like this (counted by ugate.cycles on the S3's xtensawin code): viper keeps only the
+# first two locals in registers, so the hot loops reuse the arguments x and y as their two walking
+# pointers, and a MAC is one term of a long unrolled sum x[k] * y[k] at constant offsets.
 #
 # Viper traps: ptr8/ptr16 loads are unsigned, so int8 and int16 are sign-extended by hand
 # ((v ^ 0x80) - 0x80, (v ^ 0x8000) - 0x8000); int32 biases are read as two 16-bit halves, the high one sign-extended,
 # which is right on 32-bit words and on the 64-bit unix port alike (a ptr32 load zero-extends
 # there); no constant is above 0x3fffffff, so none becomes a slow object.
+from array import array
+
+from kernels_portable import _bias
+
 import micropython
 
 
 @micropython.viper
 def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
-    # p: cin, h, w, cout, stride, ho, wo, relu. 3x3, zero padding 1.
+    # p: cin, h, w, cout, stride, ho, wo, relu, then prepare()'s offsets into w: weights, pad, col.
+    # 3x3, zero padding 1. w holds: 128 * sum(u) a pixel of one output row (int32); v = w + 128
+    # [cout][cin][9] (unsigned); the input as u = x + 128 (cin, h+2, w+2) with a border of 128 (a
+    # zero); one output row's windows (wo x cin x 9). b holds C = bias + round - 128 * sum(w).
+    # Then sum(w x) = sum(v u) - 128 sum(u): no load needs a sign extension. Viper keeps only its
+    # first two locals in registers, so x and y are reused as the two pointers each hot loop walks.
     cin = p[0]
     h = p[1]
     wd = p[2]
@@ -25,71 +40,110 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     lo = -128
     if p[7]:
         lo = 0
-    hw = h * wd
-    o = 0
-    for co in range(cout):
-        n = s[co]
-        bias = (((b[2 * co + 1] ^ 0x8000) - 0x8000) << 16) | b[2 * co]
-        bias += (1 << n) >> 1                       # round half up
-        wc = co * cin * 9
-        for oy in range(ho):
-            iy = oy * st - 1
-            ky0 = 0                                 # kernel rows inside the image: no padding reads
-            if iy < 0:
-                ky0 = 1
-            ky1 = h - iy
-            if ky1 > 3:
-                ky1 = 3
+    src = x
+    dst = y
+    sp = ptr32(w)
+    wt = int(w) + p[8]
+    pad = int(w) + p[9]
+    col = int(w) + p[10]
+    k = cin * 9
+    pw = wd + 2
+    plane = (h + 2) * pw
+    x = src                                         # 1. the input, unsigned, into the padded copy
+    for ci in range(cin):
+        r = pad + ci * plane + pw + 1
+        for iy in range(h):
+            y = ptr8(r)
+            for ix in range(wd):
+                y[ix] = x[ix] ^ 0x80
+            x = ptr8(int(x) + wd)
+            r += pw
+    step = plane - 2 * pw
+    q = 0
+    for oy in range(ho):
+        x = ptr8(col)                               # 2. the row's windows, one after the other
+        for ox in range(wo):
+            y = ptr8(pad + oy * st * pw + ox * st)
+            su = 0
+            n = cin
+            while n:
+                x[0] = y[0]
+                x[1] = y[1]
+                x[2] = y[2]
+                y = ptr8(int(y) + pw)
+                x[3] = y[0]
+                x[4] = y[1]
+                x[5] = y[2]
+                y = ptr8(int(y) + pw)
+                x[6] = y[0]
+                x[7] = y[1]
+                x[8] = y[2]
+                su += x[0] + x[1] + x[2] + x[3] + x[4] + x[5] + x[6] + x[7] + x[8]
+                x = ptr8(int(x) + 9)
+                y = ptr8(int(y) + step)
+                n -= 1
+            sp[ox] = su << 7
+        o = q
+        wc = wt
+        for co in range(cout):                      # 3. each output channel's dots with the row
+            c = ((b[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | b[2 * co]
+            sh = s[co]
+            x = ptr8(col)
             for ox in range(wo):
-                ix = ox * st - 1
-                kx0 = 0
-                if ix < 0:
-                    kx0 = 1
-                kx1 = wd - ix
-                if kx1 > 3:
-                    kx1 = 3
-                acc = bias
-                for ci in range(cin):
-                    for ky in range(ky0, ky1):
-                        xr = ci * hw + (iy + ky) * wd + ix
-                        wr = wc + ci * 9 + ky * 3
-                        for kx in range(kx0, kx1):
-                            acc += ((w[wr + kx] ^ 0x80) - 0x80) * ((x[xr + kx] ^ 0x80) - 0x80)
-                acc >>= n                           # arithmetic shift
+                y = ptr8(wc)
+                acc = c - sp[ox]
+                n = cin
+                while n > 1:                        # two input channels a pass: less loop per MAC
+                    acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
+                            x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8] + x[9] * y[9] +
+                            x[10] * y[10] + x[11] * y[11] + x[12] * y[12] + x[13] * y[13] +
+                            x[14] * y[14] + x[15] * y[15] + x[16] * y[16] + x[17] * y[17])
+                    x = ptr8(int(x) + 18)
+                    y = ptr8(int(y) + 18)
+                    n -= 2
+                while n:                            # an odd one (a loop, not an if: the cycle model counts loops)
+                    acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
+                            x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8])
+                    x = ptr8(int(x) + 9)
+                    n = 0
+                acc >>= sh                          # arithmetic shift
                 if acc < lo:
                     acc = lo
                 elif acc > 127:
                     acc = 127
-                y[o] = acc
-                o += 1
+                dst[o + ox] = acc
+            wc += k
+            o += ho * wo
+        q += wo
 
 
 @micropython.viper
 def maxpool_v(x: ptr8, y: ptr8, w: ptr8, b: ptr8, s: ptr8, p: ptr32):
-    # p: c, h, w. 2x2, stride 2, floor.
+    # p: c, h, w. 2x2, stride 2, floor. Compared as u = x ^ 0x80 (int8 order = unsigned order of u),
+    # so no load needs a sign extension; x and y walk the input and output.
     c = p[0]
     h = p[1]
     wd = p[2]
     ho = h >> 1
     wo = wd >> 1
-    o = 0
+    src = int(x)
     for ci in range(c):
         for oy in range(ho):
-            r = ci * h * wd + 2 * oy * wd
+            x = ptr8(src + (ci * h + 2 * oy) * wd)
             for ox in range(wo):
-                i = r + 2 * ox
-                m = (x[i] ^ 0x80) - 0x80
-                v = (x[i + 1] ^ 0x80) - 0x80
+                m = x[0] ^ 0x80
+                v = x[1] ^ 0x80
                 if v > m:
                     m = v
-                v = (x[i + wd] ^ 0x80) - 0x80
+                v = x[wd] ^ 0x80
                 if v > m:
                     m = v
-                v = (x[i + wd + 1] ^ 0x80) - 0x80
+                v = x[wd + 1] ^ 0x80
                 if v > m:
                     m = v
-                y[o] = m
-                o += 1
+                y[0] = m ^ 0x80
+                y = ptr8(int(y) + 1)
+                x = ptr8(int(x) + 2)
 
 
 @micropython.viper
@@ -141,26 +195,48 @@ def dense_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
 
 @micropython.viper
 def dense16_v(x: ptr16, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
-    # dense_v over an int16 src (a GPOOL's output).
+    # dense over an int16 src (a GPOOL's output), on prepare()'s unsigned layout: w holds room for
+    # u = x + 32768 (nin uint16), then v = w + 128 [nout][nin]; b holds C = bias + round - 32768 sum(w).
+    # Then sum(w x) = sum(v u) - 128 sum(u) - 32768 sum(w) (mod 2^32, exact in the end). p: nin, nout,
+    # relu, offset of v in w. x and y are reused as the two pointers of the dot.
     nin = p[0]
     nout = p[1]
     lo = -128
     if p[2]:
         lo = 0
-    wi = 0
+    dst = y
+    ua = int(w)
+    wt = int(w) + p[3]
+    y = ptr8(ua)
+    su = 0
+    for i in range(nin):                            # u = x + 32768, and 128 * sum(u)
+        v = x[i] ^ 0x8000
+        su += v
+        y[2 * i] = v
+        y[2 * i + 1] = v >> 8
+    su <<= 7
+    y = ptr8(wt)
     for o in range(nout):
-        n = s[o]
-        acc = (((b[2 * o + 1] ^ 0x8000) - 0x8000) << 16) | b[2 * o]
-        acc += (1 << n) >> 1                        # round half up
-        for i in range(nin):
-            acc += ((w[wi] ^ 0x80) - 0x80) * ((x[i] ^ 0x8000) - 0x8000)
-            wi += 1
-        acc >>= n                                   # arithmetic shift
+        x = ptr16(ua)
+        acc = (((b[2 * o + 1] ^ 0x8000) - 0x8000) << 16 | b[2 * o]) - su
+        n = nin
+        while n > 7:
+            acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] + x[5] * y[5] +
+                    x[6] * y[6] + x[7] * y[7])
+            x = ptr16(int(x) + 16)
+            y = ptr8(int(y) + 8)
+            n -= 8
+        while n:
+            acc += x[0] * y[0]
+            x = ptr16(int(x) + 2)
+            y = ptr8(int(y) + 1)
+            n -= 1
+        acc >>= s[o]                                # arithmetic shift
         if acc < lo:
             acc = lo
         elif acc > 127:
             acc = 127
-        y[o] = acc
+        dst[o] = acc
 
 
 @micropython.viper
@@ -188,6 +264,41 @@ def compress_v(x: ptr8, y: ptr8, w: ptr8, b: ptr8, s: ptr8, p: ptr32):
                 v = 127
             y[i] = v
             i += 1
+
+
+def prepare(op, w, b, s, p):
+    """The (w, b, s, p) a kernel takes for a blob op's weights, biases, shifts and sizes: CONV's
+    unsigned layout (see conv_v), laid out once when the model loads; other ops as they are."""
+    if op == 7:                                     # DENSE over an int16 src (dense16_v)
+        nin, nout = p[0], p[1]
+        lay = bytearray(2 * nin + nin * nout)      # u first: 16-bit loads need 2-byte alignment
+        c = array("i", bytes(4 * nout))
+        for o in range(nout):
+            sw = 0
+            for i in range(o * nin, o * nin + nin):
+                lay[2 * nin + i] = w[i] ^ 0x80
+                sw += (w[i] ^ 0x80) - 0x80
+            c[o] = _bias(b, o) + ((1 << s[o]) >> 1) - 32768 * sw
+        return lay, c, s, array("i", list(p) + [2 * nin])
+    if op != 1:                                     # blob.CONV
+        return w, b, s, p
+    cin, h, wd, cout, wo = p[0], p[1], p[2], p[3], p[6]
+    k = 9 * cin
+    at_w = 4 * wo
+    at_pad = at_w + cout * k
+    at_col = at_pad + cin * (h + 2) * (wd + 2)
+    lay = bytearray(at_col + k * wo)
+    for i in range(cout * k):
+        lay[at_w + i] = w[i] ^ 0x80                 # int8 byte -> w + 128
+    for i in range(at_pad, at_col):
+        lay[i] = 128                                # the border stays 128 (a zero); conv_v fills the inside
+    c = array("i", bytes(4 * cout))
+    for co in range(cout):
+        sw = 0
+        for i in range(co * k, co * k + k):
+            sw += (w[i] ^ 0x80) - 0x80
+        c[co] = _bias(b, co) + ((1 << s[co]) >> 1) - 128 * sw
+    return lay, c, s, array("i", list(p) + [at_w, at_pad, at_col])
 
 
 # in blob op order (blob.CONV == 1 ...), then dense over an int16 src

@@ -120,5 +120,10 @@ def compress_p(x, y, w, b, s, p):
             y[i] = max(0, min(127, ((x[i] ^ 0x80) - 0x80) - t))
 
 
+def prepare(op, w, b, s, p):
+    """The (w, b, s, p) a kernel takes: the blob's own, unchanged (kernels.py's twin lays CONV out)."""
+    return w, b, s, p
+
+
 # in blob op order (blob.CONV == 1 ...), then dense over an int16 src
 KERNELS = (conv_p, maxpool_p, gpool_p, dense_p, logit_p, compress_p, dense16_p)

@@ -8,19 +8,19 @@ import blob
 
 
 def kernel_set(name):
-    """The kernels `name` ("viper" or "portable"): (name used, the KERNELS tuple). kernels.py is
-    imported only for viper, since a port without viper cannot compile it; then the portable set
-    is used, with a message saying so."""
+    """The kernels `name` ("viper" or "portable"): (name used, the KERNELS tuple, its prepare()).
+    kernels.py is imported only for viper, since a port without viper cannot compile it; then the
+    portable set is used, with a message saying so."""
     if name not in ("viper", "portable"):
         raise ValueError("kernels %r: viper or portable" % (name,))
     if name == "viper":
         try:
-            from kernels import KERNELS
-            return name, KERNELS
+            from kernels import KERNELS, prepare
+            return name, KERNELS, prepare
         except (ImportError, SyntaxError, ValueError) as e:   # no native emitter, or an .mpy for another arch
             print("viper kernels unavailable (%s): using the portable ones" % e)
-    from kernels_portable import KERNELS
-    return "portable", KERNELS
+    from kernels_portable import KERNELS, prepare
+    return "portable", KERNELS, prepare
 
 
 class Model:
@@ -31,7 +31,7 @@ class Model:
             with open(src, "rb") as f:
                 src = f.read()
         m = blob.parse(src)
-        self.kernels, fns = kernel_set(kernels)
+        self.kernels, fns, prepare = kernel_set(kernels)
         self.hash = m["hash"]
         self.thr = m["thr"]
         self.in_scale, self.act_scale = m["in_scale"], m["act_scale"]
@@ -51,8 +51,8 @@ class Model:
                  blob.GPOOL: (c, h * w, mm, k, j), blob.DENSE: (c * h * w, co, relu), blob.LOGIT: (c * h * w,),
                  blob.COMPRESS: (c, h * w)}[op]
             sl = lambda off, n: bv[off:off + n] if n else dummy
-            f = fns[6] if kind == blob.I16 else fns[op - 1]   # dense over a GPOOL's int16
-            self._plan[phase].append((f, mem[si], mem[di], sl(wo, nw), sl(bo, nb), sl(so, ns), array("i", p)))
+            k = 7 if kind == blob.I16 else op            # 7: dense over a GPOOL's int16
+            self._plan[phase].append((fns[k - 1], mem[si], mem[di]) + prepare(k, sl(wo, nw), sl(bo, nb), sl(so, ns), array("i", p)))
             if op == blob.LOGIT:
                 self._logit = mem[di]
             elif op == blob.COMPRESS:

@@ -84,7 +84,7 @@ def digits():
                                  x_val=xva, y_val=yva, x_test=xte, y_test=yte)
 
 
-def train_tiny(run_dir, gate_conv=0, epochs=12):
+def train_tiny(run_dir, gate_conv=0, epochs=12, split=2):
     """Train a small gated Net on digits, calibrate its gate to 95% recall, save run_dir/model.pt."""
     import torch
     import torch.nn.functional as F
@@ -94,7 +94,7 @@ def train_tiny(run_dir, gate_conv=0, epochs=12):
     torch.manual_seed(0)
     torch.set_num_threads(1)
     cfg = NetConfig(in_shape=(1, 8, 8), n_classes=2, channels=[4, 8, 8], pools=[True, True, False], hidden=16,
-                    split=2, gate_hidden=8, gate_conv=gate_conv)
+                    split=split, gate_hidden=8, gate_conv=gate_conv)
     net = Net(cfg, gated=True)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     x, y = torch.as_tensor(ds.x_train), torch.as_tensor(ds.y_train)

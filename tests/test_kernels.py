@@ -45,12 +45,13 @@ def kernel_cases(seed=0):
     """[(kernel name, x, w, b, s, params, expected y)] covering every kernel, stride, relu and edge."""
     rng, cases = np.random.default_rng(seed), []
     for mode in ("rand", "rand", "min", "max"):
-        for cin, cout, h, w, st, relu in [(1, 3, 5, 7, 1, 1), (3, 4, 6, 6, 2, 0), (2, 2, 7, 4, 2, 1), (4, 2, 1, 1, 1, 0)]:
+        for cin, cout, h, w, st, relu in [(1, 3, 5, 7, 1, 1), (3, 4, 6, 6, 2, 0), (2, 2, 7, 4, 2, 1), (4, 2, 1, 1, 1, 0),
+                                           (1, 16, 3, 9, 2, 1), (17, 1, 5, 3, 1, 0), (16, 5, 7, 9, 2, 1)]:
             x = _x(rng, (1, cin, h, w), mode)
             wq, b, n = _wbn(rng, cout, cin * 9, mode)
             y = reference.conv(x, wq.reshape(cout, cin, 3, 3), b, n, st, relu)
             cases.append(("conv", x, wq, b, n, [cin, h, w, cout, st, y.shape[2], y.shape[3], relu], y))
-        for c, h, w in [(2, 4, 4), (3, 5, 7)]:
+        for c, h, w in [(2, 4, 4), (3, 5, 7), (1, 3, 2)]:
             x = _x(rng, (1, c, h, w), mode)
             cases.append(("maxpool", x, None, None, None, [c, h, w], reference.maxpool(x)))
         for (c, h, w), j in [((3, 7, 7), 7), ((2, 28, 28), 0), ((1, 1, 1), 7), ((2, 40, 40), 3)]:
@@ -61,7 +62,7 @@ def kernel_cases(seed=0):
             x = _x(rng, (1, nin), mode)
             wq, b, n = _wbn(rng, nout, nin, mode)
             cases.append(("dense", x, wq, b, n, [nin, nout, relu], reference.dense(x, wq, b, n, relu)))
-        for nin, nout, relu in [(12, 3, 1), (8, 4, 0)]:             # over a GPOOL's int16 output
+        for nin, nout, relu in [(12, 3, 1), (8, 4, 0), (33, 5, 1), (7, 2, 0)]:   # over a GPOOL's int16 output
             x = _x(rng, (1, nin), mode).astype(np.int16) << 7
             x[0, 0] = 2 ** 15 - 1 if mode != "min" else x[0, 0]
             wq, b, n = _wbn(rng, nout, nin, mode, xmax=2 ** 15)
@@ -83,9 +84,10 @@ NAMES = ("conv", "maxpool", "gpool", "dense", "logit", "compress", "dense16")
 h = lambda s: binascii.unhexlify(s) if s else bytearray(4)
 for c in json.load(open("cases.json")):
     out = []
-    for ks in (kernels.KERNELS, kernels_portable.KERNELS):
+    for ks in (kernels, kernels_portable):
         y = array("i", [0]) if c["k"] == "logit" else bytearray(c["ny"])
-        ks[NAMES.index(c["k"])](h(c["x"]), y, h(c["w"]), h(c["b"]), h(c["s"]), array("i", c["p"]))
+        op = NAMES.index(c["k"])
+        ks.KERNELS[op](h(c["x"]), y, *ks.prepare(op + 1, h(c["w"]), h(c["b"]), h(c["s"]), array("i", c["p"])))
         out.append(str(y[0]) if c["k"] == "logit" else binascii.hexlify(y).decode())
     print(" ".join(out))
 """

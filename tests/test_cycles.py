@@ -1,0 +1,52 @@
+"""The ESP32-S3 cycle model (ugate.cycles) against a hand count, and on a whole blob."""
+import shutil
+
+import pytest
+
+from ugate import cycles
+
+pytestmark = pytest.mark.skipif(not shutil.which(cycles.OBJDUMP), reason="apt-get install binutils-xtensa-lx106")
+
+# mpy-cross -march=xtensawin compiles the loop body of f to 28 instructions (read off the objdump
+# listing by hand: viper keeps x and n in a4/a5 and s, i and the range end on the stack):
+#   l32i s32i s32i l32i s32i l32i mov.n mov.n add.n l8ui mov.n l32i add.n mov.n s32i  (s += x[i])
+#   movi.n l32i add.n s32i                                                           (i += 1)
+#   l32i l32i s32i s32i mov.n mov.n movi.n blt [movi.n skipped] bnez                  (i < n: loop)
+# cycles: 28 + 2 taken branches (blt, bnez) x 2 + 6 load-use stalls = 38.
+LOOP = """import micropython
+@micropython.viper
+def f(x: ptr8, n: int) -> int:
+    s = 0
+    for i in range(n):
+        s += x[i]
+    return s
+"""
+
+
+def test_hand_counted_loop(tmp_path):
+    (tmp_path / "loop.py").write_text(LOOP)
+    f = cycles.viper_code(tmp_path / "loop.py")["f"]
+    assert not f.undecoded
+    assert [i.op for i in f.insns if i.by == "windowed"][:1] == ["entry"] and f.insns[-1].op == "retw.n"
+    assert len(f.loops) == 1
+    outside, loop = cycles.body_costs(f)
+    assert loop == (28, 38)
+    assert [i.op for i in f.insns if f.loops[0][0] <= i.addr <= f.loops[0][1]].count("l8ui") == 1
+
+
+def test_read_mpy_rejects_other_files():
+    with pytest.raises(cycles.UgateError, match="not an .mpy v6"):
+        cycles.read_mpy(b"MZ\x00\x00")
+
+
+def test_stage1_cycles_on_a_blob(tiny_model):
+    """Every op gets a count; the conv's inner loop runs once per (output, 2 input channels), so its
+    instructions a MAC stay within what one unrolled term costs; totals add up."""
+    rows = cycles.stage1_cycles(tiny_model[0])
+    assert [r["op"] for r in rows][:2] == ["conv", "maxpool"] and rows[-1]["op"] == "compress"
+    for r in rows:
+        assert r["calls"] == 1 and r["cycles"] >= r["instructions"] > 0
+        assert sum(i * n for i, _, n in r["loops"]) < r["instructions"]
+    conv = [r for r in rows if r["op"] == "conv"]
+    assert all(8 < r["instructions_per_mac"] < 40 for r in conv)
+    assert cycles.s3_time_us(rows) == pytest.approx(sum(r["cycles"] for r in rows) / 240)
