@@ -121,3 +121,14 @@ def tiny_model(tmp_path_factory):
     ds = train_tiny(tmp)
     m = export.export(tmp, dataset=ds, quiet=True)
     return (tmp / "stage1.blob").read_bytes(), ds, m
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """A run folder (ugate train digits, 2 epochs, exported), made once a session."""
+    from ugate.export import export
+    from ugate.train import train
+    d = tmp_path_factory.mktemp("digits-run")
+    train("digits", d, epochs=2, quiet=True)
+    export(d, quiet=True)
+    return d

@@ -45,7 +45,7 @@ def test_run_cli_on_a_virtual_board(run_dir, capsys):
 
 
 def test_hil_passes_with_both_kernel_sets(run_dir, board_port, request):
-    rep = hil(run_dir, board_port, limit=60, progress=False, board=request.config.getoption("--board"))
+    rep = hil(run_dir, board_port, ("viper", "portable"), limit=60, progress=False, board=request.config.getoption("--board"))
     assert rep["passed"], rep
     assert [r["kernels"] for r in rep["runs"]] == ["viper", "portable"]
     assert all(r["mismatches"] == 0 for r in rep["runs"])
