@@ -17,14 +17,9 @@ from ugate.session import session
 pytestmark = pytest.mark.board
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from ugate.export import export
-    from ugate.train import train
-    d = tmp_path_factory.mktemp("digits")
-    train("digits", d, epochs=2, quiet=True)
-    export(d, quiet=True)
-    return d
+@pytest.fixture
+def run_dir(digits_run):
+    return digits_run
 
 
 def test_run_matches_reference(run_dir, board_port):
