@@ -217,7 +217,20 @@ class VirtualBoard:
 
 
 def check_port(port):
-    """One clear line if `port` is missing, not ours to open, or held (pyserial's exclusive=True is a flock)."""
+    """One clear line if `port` is missing, not ours to open, or held (pyserial's exclusive=True is a flock).
+    A pyserial URL (rfc2217://HOST:PORT from ser2net or a labgrid exporter, socket://HOST:PORT) is opened
+    and closed: whether it answers is all a client can know."""
+    if "://" in port:
+        import serial
+        try:
+            serial.serial_for_url(port, timeout=1).close()
+        except ValueError as e:   # an unknown scheme or a malformed URL
+            raise UgateError(f"bad port URL {port}: {e} (rfc2217://HOST:PORT or socket://HOST:PORT)") from None
+        except serial.SerialException as e:
+            hint = ("add ?ign_set_control, as labgrid does: ser2net on a pty or USB CDC port leaves that option unanswered"
+                    if "'control'" in str(e) else "is ser2net or the labgrid exporter serving it?")
+            raise UgateError(f"cannot reach {port}: {e} ({hint})") from None
+        return
     if not os.path.exists(port):
         raise UgateError(f"no such port {port}: is the board plugged in? (ls /dev/ttyACM* /dev/ttyUSB*), or use --port virtual")
     try:
@@ -244,12 +257,13 @@ def connect(port, timeout=3):
     import serial
     from mpremote.transport import TransportError
     from mpremote.transport_serial import SerialTransport
-    if "://" not in port:
+    if "://" not in port:   # a URL is opened once, below: ser2net may serve one client at a time
         check_port(port)
     try:
         # a read timeout, or mpremote's byte-by-byte reads on a pty wait forever for a silent device
         t = SerialTransport(port, baudrate=115200, timeout=1)
     except TransportError as e:
+        check_port(port)   # mpremote's "failed to access" drops the reason; a URL's is worth a line
         raise UgateError(f"cannot open {port}: {e}") from None
     try:
         try:

@@ -61,7 +61,7 @@ def board_port(port, board_dir=None):
 
 def check_port_first(port):
     """A missing or busy port is found before minutes of reference work, not after."""
-    if port != "virtual" and "://" not in port:
+    if port != "virtual":
         from ugate.board import check_port
         check_port(port)
 
