@@ -121,6 +121,8 @@ def summary(rep):
                      f"{r['samples'] / r['seconds']:.0f} samples/s; device us: stage1 {t['stage1']:.0f}, gate {t['gate']:.0f}, "
                      f"encode {t['encode']:.0f}, transmit {t['transmit']:.0f}; heap in use "
                      f"{(rep['heap_total'] - r['heap_free']) / 1024:.1f} of {rep['heap_total'] / 1024:.0f} KiB")
+        for pl in r.get("places", []):
+            lines.append(f"    {pl['port']}: {pl['samples']} samples in {pl['seconds']:.1f} s")
         if "first_difference" in r:
             lines.append(f"    first mismatch: {r['first_difference']}")
     return "\n".join(lines)
@@ -139,6 +141,9 @@ def add_arguments(parser):
                    f"the board's measured speed (default {MINUTES})")
     n.add_argument("--limit", type=int, help="exactly this many test samples (a seeded subset)")
     n.add_argument("--all", action="store_true", help="every test sample")
+    parser.add_argument("--place", action="append", help="a labgrid place to acquire and test on (repeat for a farm: "
+                        "the samples are split across the places, run in parallel, one report); instead of --port")
+    parser.add_argument("--coordinator", help="labgrid coordinator HOST:PORT (default $LG_COORDINATOR or 127.0.0.1:20408)")
     parser.add_argument("--no-deploy", action="store_true", help="test what is on the board as it is")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -152,7 +157,12 @@ def main(args):
     budget = None if args.all or args.limit else 60 * args.minutes
     from tqdm import tqdm
     log = tqdm.write   # above a progress bar, not through it
-    rep = hil(args.model, args.port, kernels, args.limit, not args.no_deploy, not args.quiet, args.board, budget, log)
-    print(f"ugate hil: {args.model} on {args.port}: {'PASS' if rep['passed'] else 'FAIL'}")
+    if args.place:
+        from ugate.farm import hil_farm
+        rep = hil_farm(args.model, args.place, args.coordinator, kernels, args.limit, not args.no_deploy, not args.quiet,
+                       args.board, budget, log)
+    else:
+        rep = hil(args.model, args.port, kernels, args.limit, not args.no_deploy, not args.quiet, args.board, budget, log)
+    print(f"ugate hil: {args.model} on {rep['port']}: {'PASS' if rep['passed'] else 'FAIL'}")
     print(summary(rep))
     return 0 if rep["passed"] else 1
