@@ -39,16 +39,30 @@ def _session(address):
         raise UgateError(f"no labgrid coordinator at {address}: {e} (start labgrid-coordinator, or set --coordinator / LG_COORDINATOR)") from None
 
 
+def _url(host, port, protocol="rfc2217"):
+    """A NetworkSerialPort as a pyserial URL (rfc2217 with ign_set_control, as labgrid's own driver opens it)."""
+    return f"rfc2217://{host}:{port}?ign_set_control" if protocol == "rfc2217" else f"socket://{host}:{port}"
+
+
 def serial_url(session, place):
-    """The place's NetworkSerialPort as a pyserial URL (rfc2217 with ign_set_control, as labgrid's own driver)."""
     for (name, cls), r in session.get_target_resources(place).items():
         if cls == "NetworkSerialPort":
-            a = r.args
-            if a.get("protocol", "rfc2217") == "rfc2217":
-                return f"rfc2217://{a['host']}:{a['port']}?ign_set_control"
-            return f"socket://{a['host']}:{a['port']}"
+            return _url(r.args["host"], r.args["port"], r.args.get("protocol", "rfc2217"))
     raise UgateError(f"place {place.name} has no NetworkSerialPort: match an exporter's serial port to it "
                      f"(labgrid-client -p {place.name} add-match EXPORTER/GROUP/NetworkSerialPort)")
+
+
+def target_port(target):
+    """The serial port of a labgrid target (pytest --lg-env ENV.yaml): a NetworkSerialPort (a RemotePlace's,
+    acquired beforehand with labgrid-client) as a URL, or a local serial port's path."""
+    from labgrid.resource import NetworkSerialPort
+    target.await_resources(target.resources, timeout=10)
+    for r in target.resources:
+        if isinstance(r, NetworkSerialPort):
+            return _url(r.host, r.port, r.protocol)
+        if getattr(r, "port", None) and str(r.port).startswith("/dev/"):
+            return r.port
+    raise UgateError(f"labgrid target {target.name} has no serial port resource (NetworkSerialPort, RawSerialPort, USBSerialPort)")
 
 
 def acquired(address=None):

@@ -1,4 +1,5 @@
 """Shared test fixtures. Device code always runs in a real MicroPython interpreter, never CPython."""
+import os
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,10 @@ def pytest_runtest_setup(item):
 @pytest.fixture(scope="session")
 def board_port(request, tmp_path_factory):
     """The port of the board under test: a virtual board in a fresh folder unless --port names a real one."""
+    if getattr(request.config.option, "lg_env", None) or os.environ.get("LG_ENV"):   # labgrid's pytest plugin
+        from ugate.farm import target_port
+        yield target_port(request.getfixturevalue("target"))
+        return
     port = request.config.getoption("--port")
     if port != "virtual":
         yield port

@@ -72,3 +72,26 @@ def test_ctrl_c_during_a_farm_run_leaves_no_place_acquired(farm, digits_run):
         if p.poll() is None:
             p.kill()
     assert acquired(address) == []
+
+
+def test_board_tests_run_on_a_place_through_lg_env(farm, tmp_path):
+    """`pytest --lg-env env.yaml`: the board tests take the env's main target (here a RemotePlace) as the board."""
+    address, names = farm
+    env = tmp_path / "env.yaml"
+    env.write_text(f"targets:\n  main:\n    resources:\n      RemotePlace:\n        name: {names[2]}\n")
+    client = [str(Path(sys.executable).parent / "labgrid-client"), "-x", address, "-p", names[2]]
+    subprocess.run(client + ["acquire"], check=True, capture_output=True)
+    try:
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--lg-env", str(env),
+                            "--lg-coordinator", address, str(Path(__file__).parent / "test_deploy.py"), "-k", "import_and_verify"],
+                           capture_output=True, text=True, env=dict(os.environ, LG_COORDINATOR=address))
+    finally:
+        subprocess.run(client + ["release"], check=True, capture_output=True)
+    assert "1 passed" in r.stdout, r.stdout[-3000:]
+
+
+def test_the_documented_exporter_config_parses():
+    from labgrid.remote.config import ResourceConfig
+    from ugate.boards import ROOT
+    data = ResourceConfig(str(ROOT / "boards" / "exporter.yaml")).data
+    assert all("ID_SERIAL_SHORT" in g["USBSerialPort"]["match"] for g in data.values())
