@@ -20,6 +20,7 @@ COMMANDS = {
     "npu":    ("ugate.npu",     "NPU stand-in: read activations from a serial port, run stage 2 in tinygrad"),
     "run":    ("ugate.run",     "end to end: device (or virtual board) -> wire -> NPU stand-in -> report"),
     "hil":    ("ugate.hil",     "hardware-in-the-loop: compare a board bit for bit with the host reference"),
+    "bringup": ("ugate.bringup", "a new board in one command: flash, REPL, deploy, board info, HIL smoke run"),
 }
 
 
