@@ -316,7 +316,10 @@ def connect(port, timeout=3):
         raise UgateError(f"cannot open {port}: {e}") from None
     try:
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it got on failure
+            # mpremote prints what it got on failure; redirect_stdout swaps sys.stdout for every thread, so
+            # only the main thread may (connects in parallel threads, as a farm's, would leave it swapped)
+            quiet = threading.current_thread() is threading.main_thread()
+            with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
                 try:
                     t.enter_raw_repl(soft_reset=True, timeout_overall=timeout)
                 except TransportError:

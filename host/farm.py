@@ -67,37 +67,49 @@ def target_port(target):
 
 def acquired(address=None):
     """Names of the places acquired on the coordinator now."""
-    s = _session(coordinator_address(address))
-    try:
+    with _client(coordinator_address(address)) as (s, _):
         return sorted(n for n, p in s.places.items() if p.acquired)
-    finally:
-        s.loop.run_until_complete(s.stop())
 
 
 @contextlib.contextmanager
 def places(names, address=None):
     """Acquire the places `names`; yield {name: serial port URL}; release every acquired one on the way
-    out, whatever ends the block (an error, Ctrl-C)."""
+    out, whatever ends the block (an error, Ctrl-C). The coordinator session is held only while acquiring
+    and releasing: an idle gRPC session left open over a long run does not survive it."""
     from labgrid.remote.client import Error as LabgridError
     address = coordinator_address(address)
-    s = _session(address)
-    run = s.loop.run_until_complete
     held = []
     try:
         ports = {}
-        for n in names:
-            try:
-                with contextlib.redirect_stdout(io.StringIO()):
+        with _client(address) as (s, run):
+            for n in names:
+                try:
                     run(s._acquire_place(n))
-            except (LabgridError, UgateError) as e:
-                raise UgateError(f"cannot acquire place {n} on {address}: {e}") from None
-            held.append(n)
-            ports[n] = serial_url(s, s.get_place(n))
+                except (LabgridError, UgateError) as e:
+                    raise UgateError(f"cannot acquire place {n} on {address}: {e}") from None
+                held.append(n)
+                ports[n] = serial_url(s, s.get_place(n))
         yield ports
     finally:
-        for n in held:
-            with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
-                run(s._release_place(n))
+        if held:
+            with _client(address) as (s, run):
+                for n in held:
+                    with contextlib.suppress(Exception):
+                        run(s._release_place(n))
+
+
+@contextlib.contextmanager
+def _client(address):
+    """A coordinator session for the block, and a function running one of its coroutines quietly
+    (labgrid's client prints "acquired place ..." on stdout)."""
+    s = _session(address)
+
+    def run(coro):
+        with contextlib.redirect_stdout(io.StringIO()):
+            return s.loop.run_until_complete(coro)
+    try:
+        yield s, run
+    finally:
         run(s.stop())
 
 
