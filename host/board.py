@@ -187,24 +187,25 @@ class VirtualBoard:
 
     def _relay(self):
         os.set_blocking(self._board, False)
-        # paced: host -> board bytes leave the client's pty at the line rate into the board's receive
+        # paced: a byte crosses only once the line has clocked it out (10 bits at the baud), so even a
+        # short frame costs its time. host -> board bytes leave the client's pty into the board's receive
         # buffer (_to_board, handed over as the interpreter reads, as a UART's RX buffer keeps them);
-        # board -> host bytes reach the client's pty at the line rate
+        # board -> host bytes reach the client's pty.
         rx, tx = (_Line(self.baud), _Line(self.baud)) if self.baud else (None, None)
-        rx_since = tx_since = None   # since when bytes have waited for each line (None: none wait)
+        n_rx = n_tx = 1 << 16
         while True:
-            now = time.monotonic()
+            now, waits, waiting = time.monotonic(), [], 0
+            if rx:
+                waiting = int.from_bytes(fcntl.ioctl(self._client, termios.FIONREAD, bytes(4)), sys.byteorder)
+                n_rx, wake = rx.clocked(now, waiting)
+                n_tx, wake2 = tx.clocked(now, len(self._to_client))
+                waits = [t - now for t in (wake, wake2) if t is not None]
             rd = [self._wake_r]
-            if len(self._to_board) < _BUF and not (rx and rx.busy(now)): rd.append(self._client)
-            if rx:   # bytes that come while we select are woken for at once: they wait from then
-                rx_since = rx_since if int.from_bytes(fcntl.ioctl(self._client, termios.FIONREAD, bytes(4)), sys.byteorder) else None
-                tx_since = tx_since if self._to_client else None
+            if len(self._to_board) < _BUF and (n_rx or not waiting): rd.append(self._client)   # else they wait on the line
             if len(self._to_client) < _BUF: rd.append(self._board)
             held = self._to_board and not self._waiting_input()
-            wr = ([self._client] if self._to_client and not (tx and tx.busy(now)) else []) + \
-                 ([self._board] if self._to_board and not held else [])
-            waits = [0.002 if held else 1.0] + [line.free - now for line in (rx, tx) if line and line.busy(now)]
-            r, w, _ = select.select(rd, wr, [], min(waits))
+            wr = ([self._client] if self._to_client and n_tx else []) + ([self._board] if self._to_board and not held else [])
+            r, w, _ = select.select(rd, wr, [], max(0, min(waits + [0.002 if held else 1.0])))
             now = time.monotonic()
             if self._wake_r in r:
                 if os.read(self._wake_r, 1) == b"x":
@@ -213,8 +214,7 @@ class VirtualBoard:
                 continue
             if self._client in r:
                 with contextlib.suppress(BlockingIOError):
-                    rx_since = rx_since or now
-                    data = os.read(self._client, rx.allow(now, rx_since) if rx else 4096)
+                    data = os.read(self._client, n_rx if rx else 4096)
                     if rx:
                         rx.sent(len(data))
                     if b"\x03" in data and self._running():
@@ -234,10 +234,9 @@ class VirtualBoard:
                 if data:
                     self._track(data)
                     self._to_client += data
-                    tx_since = tx_since or now
             with contextlib.suppress(BlockingIOError):
                 if self._client in w and self._to_client:
-                    n = os.write(self._client, self._to_client[:tx.allow(now, tx_since or now)] if tx else self._to_client)
+                    n = os.write(self._client, self._to_client[:n_tx] if tx else self._to_client)
                     del self._to_client[:n]
                     if tx:
                         tx.sent(n)
@@ -247,19 +246,21 @@ class VirtualBoard:
 
 
 class _Line:
-    """One direction of a serial line at `baud`: 10 bits a byte, sent in chunks of about PACE_S."""
+    """One direction of a serial line at `baud`: 10 bits a byte. The clock starts when bytes come to wait
+    (or when the line frees); a late wake-up catches up, by at most LATE_S."""
 
     def __init__(self, baud):
-        self.rate, self.free, self.start = baud / 10, 0.0, 0.0   # bytes/s; when the line is idle again
+        self.rate, self.free, self.since, self.start = baud / 10, 0.0, None, 0.0
 
-    def busy(self, now):
-        return self.free > now
-
-    def allow(self, now, since):
-        """Bytes the line may carry now, for bytes waiting since `since`: from when the line was free for
-        them (a late wake-up catches up, at most LATE_S) plus a chunk."""
-        self.start = max(self.free, since, now - LATE_S)
-        return max(1, int((now - self.start + PACE_S) * self.rate))
+    def clocked(self, now, pending):
+        """(bytes of the `pending` ones fully sent by now, when the next chunk will be (None: nothing waits))."""
+        if not pending:
+            self.since = None
+            return 0, None
+        self.since = self.since or now   # seen at the first loop after they came: select woke for them
+        self.start = max(self.free, self.since, now - LATE_S)
+        chunk = min(pending, max(1, int(self.rate * PACE_S)))
+        return min(pending, int((now - self.start) * self.rate)), self.start + chunk / self.rate
 
     def sent(self, n):
         self.free = self.start + n / self.rate

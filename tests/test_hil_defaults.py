@@ -13,12 +13,14 @@ pytestmark = pytest.mark.board
 
 def test_budget_sizes_the_subset_from_the_measured_speed(digits_run, board_port):
     said = []
-    rep = hil(digits_run, board_port, progress=False, budget=0.4, log=said.append)
+    rep = hil(digits_run, board_port, progress=False, budget=0.05, log=said.append)
     r, = rep["runs"]
     assert rep["passed"] and r["kernels"] == "viper"
-    n = int(re.search(r": (\d+) samples \(sized to the time budget\) at (\d+) samples/s, ETA", said[1])[1])
     total = int(re.search(rf"^hil viper on {board_port}: timing {PROBE} of (\d+) samples", said[0])[1])
-    assert r["samples"] == n and PROBE <= n < total   # 0.4 s of a board doing ~100-300 samples/s
+    m = re.search(r": (\d+) samples \(sized to the time budget\) at (\d+) samples/s, ETA", said[1])
+    n, rate = int(m[1]), int(m[2])
+    assert r["samples"] == n and abs(n - max(PROBE, 0.05 * rate)) <= 1   # rate as printed (rounded)
+    assert n < total   # 0.05 s is under 359 samples on any board
 
 
 def test_order_prefix_is_the_limit_subset():
