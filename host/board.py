@@ -16,7 +16,10 @@ board, the relay makes it behave like one:
   discards input not yet read; a board's UART or USB buffer keeps it. So the relay hands bytes to the
   interpreter only while it waits for input (blocked in read or poll on stdin, seen in
   /proc/PID/syscall), never in the middle of a switch. A program that busy-polls stdin without ever
-  blocking would starve; block in read or poll with a timeout (the device loop does)."""
+  blocking would starve; block in read or poll with a timeout (the device loop does).
+- A UART runs at its baud; a pty at memory speed. With a baud (`--baud N`, or a board file whose console
+  is uart) the relay paces both directions to the line rate, 10 bits a byte (start, 8 data, stop), in
+  chunks of about PACE_S, so bytes on the wire cost their real time."""
 import contextlib
 import errno
 import fcntl
@@ -32,6 +35,7 @@ import subprocess
 import sys
 import termios
 import threading
+import time
 import tty
 from pathlib import Path
 
@@ -45,6 +49,8 @@ FRIENDLY = b'Type "help()" for more information.\r\n'
 # syscall numbers by machine: (reads, polls with nfds as argument 1, polls with nfds as argument 2)
 _SYSCALLS = {"x86_64": ({0}, {23, 270}, {7, 271}), "aarch64": ({63}, {72}, {73})}.get(platform.machine())
 _BUF = 1 << 16          # bytes held per direction before the relay stops reading (back-pressure)
+PACE_S = 0.002          # a paced line delivers its bytes in chunks of about this many seconds,
+LATE_S = 0.05           # and catches up on a wake-up this late (a busy host), so it keeps the line rate
 
 
 def _raw(fd, marker=False):
@@ -58,9 +64,12 @@ def _raw(fd, marker=False):
 class VirtualBoard:
     """`with VirtualBoard() as vb: serial.Serial(vb.port)`: a MicroPython board on a pty until the block ends."""
 
-    def __init__(self, dir=None, board="virtual"):
+    def __init__(self, dir=None, board="virtual", baud=None):
         self.board = load_board(board)
         self.dir = Path(dir or Path.home() / ".cache" / "ugate" / "boards" / self.board.name)
+        self.baud = baud or (self.board.baud if self.board.console == "uart" else None)   # None: memory speed
+        if self.baud is not None and self.baud <= 0:
+            raise UgateError(f"baud must be positive, not {self.baud}")
         self.proc = self.port = None
         self.restarts = 0
         self._tail = b""
@@ -178,13 +187,26 @@ class VirtualBoard:
 
     def _relay(self):
         os.set_blocking(self._board, False)
+        # paced: a byte crosses only once the line has clocked it out (10 bits at the baud), so even a
+        # short frame costs its time. host -> board bytes leave the client's pty into the board's receive
+        # buffer (_to_board, handed over as the interpreter reads, as a UART's RX buffer keeps them);
+        # board -> host bytes reach the client's pty.
+        rx, tx = (_Line(self.baud), _Line(self.baud)) if self.baud else (None, None)
+        n_rx = n_tx = 1 << 16
         while True:
+            now, waits, waiting = time.monotonic(), [], 0
+            if rx:
+                waiting = int.from_bytes(fcntl.ioctl(self._client, termios.FIONREAD, bytes(4)), sys.byteorder)
+                n_rx, wake = rx.clocked(now, waiting)
+                n_tx, wake2 = tx.clocked(now, len(self._to_client))
+                waits = [t - now for t in (wake, wake2) if t is not None]
             rd = [self._wake_r]
-            if len(self._to_board) < _BUF: rd.append(self._client)
+            if len(self._to_board) < _BUF and (n_rx or not waiting): rd.append(self._client)   # else they wait on the line
             if len(self._to_client) < _BUF: rd.append(self._board)
             held = self._to_board and not self._waiting_input()
-            wr = ([self._client] if self._to_client else []) + ([self._board] if self._to_board and not held else [])
-            r, w, _ = select.select(rd, wr, [], 0.002 if held else 1.0)
+            wr = ([self._client] if self._to_client and n_tx else []) + ([self._board] if self._to_board and not held else [])
+            r, w, _ = select.select(rd, wr, [], max(0, min(waits + [0.002 if held else 1.0])))
+            now = time.monotonic()
             if self._wake_r in r:
                 if os.read(self._wake_r, 1) == b"x":
                     return
@@ -192,7 +214,9 @@ class VirtualBoard:
                 continue
             if self._client in r:
                 with contextlib.suppress(BlockingIOError):
-                    data = os.read(self._client, 4096)
+                    data = os.read(self._client, n_rx if rx else 4096)
+                    if rx:
+                        rx.sent(len(data))
                     if b"\x03" in data and self._running():
                         self.proc.send_signal(signal.SIGINT)
                         data = data.replace(b"\x03", b"")
@@ -210,14 +234,53 @@ class VirtualBoard:
                 if data:
                     self._track(data)
                     self._to_client += data
-            for fd, buf in ((self._client, self._to_client), (self._board, self._to_board)):
-                if fd in w and buf:
-                    with contextlib.suppress(BlockingIOError):
-                        del buf[:os.write(fd, buf)]
+            with contextlib.suppress(BlockingIOError):
+                if self._client in w and self._to_client:
+                    n = os.write(self._client, self._to_client[:n_tx] if tx else self._to_client)
+                    del self._to_client[:n]
+                    if tx:
+                        tx.sent(n)
+            with contextlib.suppress(BlockingIOError):
+                if self._board in w and self._to_board:
+                    del self._to_board[:os.write(self._board, self._to_board)]
+
+
+class _Line:
+    """One direction of a serial line at `baud`: 10 bits a byte. The clock starts when bytes come to wait
+    (or when the line frees); a late wake-up catches up, by at most LATE_S."""
+
+    def __init__(self, baud):
+        self.rate, self.free, self.since, self.start = baud / 10, 0.0, None, 0.0
+
+    def clocked(self, now, pending):
+        """(bytes of the `pending` ones fully sent by now, when the next chunk will be (None: nothing waits))."""
+        if not pending:
+            self.since = None
+            return 0, None
+        self.since = self.since or now   # seen at the first loop after they came: select woke for them
+        self.start = max(self.free, self.since, now - LATE_S)
+        chunk = min(pending, max(1, int(self.rate * PACE_S)))
+        return min(pending, int((now - self.start) * self.rate)), self.start + chunk / self.rate
+
+    def sent(self, n):
+        self.free = self.start + n / self.rate
 
 
 def check_port(port):
-    """One clear line if `port` is missing, not ours to open, or held (pyserial's exclusive=True is a flock)."""
+    """One clear line if `port` is missing, not ours to open, or held (pyserial's exclusive=True is a flock).
+    A pyserial URL (rfc2217://HOST:PORT from ser2net or a labgrid exporter, socket://HOST:PORT) is opened
+    and closed: whether it answers is all a client can know."""
+    if "://" in port:
+        import serial
+        try:
+            serial.serial_for_url(port, timeout=1).close()
+        except ValueError as e:   # an unknown scheme or a malformed URL
+            raise UgateError(f"bad port URL {port}: {e} (rfc2217://HOST:PORT or socket://HOST:PORT)") from None
+        except serial.SerialException as e:
+            hint = ("add ?ign_set_control, as labgrid does: ser2net on a pty or USB CDC port leaves that option unanswered"
+                    if "'control'" in str(e) else "is ser2net or the labgrid exporter serving it?")
+            raise UgateError(f"cannot reach {port}: {e} ({hint})") from None
+        return
     if not os.path.exists(port):
         raise UgateError(f"no such port {port}: is the board plugged in? (ls /dev/ttyACM* /dev/ttyUSB*), or use --port virtual")
     try:
@@ -247,16 +310,20 @@ def connect(port, timeout=3):
     import serial
     from mpremote.transport import TransportError
     from mpremote.transport_serial import SerialTransport
-    if "://" not in port:
+    if "://" not in port:   # a URL is opened once, below: ser2net may serve one client at a time
         check_port(port)
     try:
         # a read timeout, or mpremote's byte-by-byte reads on a pty wait forever for a silent device
         t = SerialTransport(port, baudrate=115200, timeout=1)
     except TransportError as e:
+        check_port(port)   # mpremote's "failed to access" drops the reason; a URL's is worth a line
         raise UgateError(f"cannot open {port}: {e}") from None
     try:
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it got on failure
+            # mpremote prints what it got on failure; redirect_stdout swaps sys.stdout for every thread, so
+            # only the main thread may (connects in parallel threads, as a farm's, would leave it swapped)
+            quiet = threading.current_thread() is threading.main_thread()
+            with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
                 try:
                     t.enter_raw_repl(soft_reset=True, timeout_overall=timeout)
                 except TransportError:
@@ -322,7 +389,8 @@ def add_arguments(parser):
     sub = parser.add_subparsers(dest="action", required=True)
     v = sub.add_parser("virtual", help="run a virtual board on a pty until Ctrl-C; prints the port path")
     v.add_argument("--dir", help="the board's filesystem (default ~/.cache/ugate/boards/BOARD)")
-    v.add_argument("--board", default="virtual", help="board definition for the heap size (default virtual)")
+    v.add_argument("--board", default="virtual", help="board definition for the heap size, and the baud of a uart one (default virtual)")
+    v.add_argument("--baud", type=int, help="pace the pty to this line rate, 10 bits a byte (default: a pty's memory speed)")
     i = sub.add_parser("info", help="MicroPython version, heap, flash, files and model hash of a board")
     i.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyACM0, or virtual")
     i.add_argument("--model", help="run folder: compare the board's model.blob with its stage1.blob")
@@ -331,9 +399,10 @@ def add_arguments(parser):
 def main(args):
     if args.action == "virtual":
         signal.signal(signal.SIGTERM, _interrupt)  # a parent's terminate() shuts down as cleanly as Ctrl-C
-        with VirtualBoard(args.dir, args.board) as vb, contextlib.suppress(KeyboardInterrupt):
+        with VirtualBoard(args.dir, args.board, args.baud) as vb, contextlib.suppress(KeyboardInterrupt):
             print(vb.port, flush=True)
-            print(f"virtual board ({vb.board.heap_budget // 1024}K heap, files in {vb.dir}); Ctrl-C to stop", file=sys.stderr)
+            pace = f", paced to {vb.baud} baud" if vb.baud else ""
+            print(f"virtual board ({vb.board.heap_budget // 1024}K heap{pace}, files in {vb.dir}); Ctrl-C to stop", file=sys.stderr)
             while True:
                 signal.pause()
         return 0

@@ -21,6 +21,7 @@ COMMANDS = {
     "run":    ("ugate.run",     "end to end: device (or virtual board) -> wire -> NPU stand-in -> report"),
     "hil":    ("ugate.hil",     "hardware-in-the-loop: compare a board bit for bit with the host reference"),
     "split":  ("ugate.split",   "train a gated model per cut point, compare accuracy, S3 time and energy per stopped negative"),
+    "bringup": ("ugate.bringup", "a new board in one command: flash, REPL, deploy, board info, HIL smoke run"),
 }
 
 

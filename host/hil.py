@@ -1,6 +1,9 @@
 """Hardware in the loop: the same int8 test vectors go to a board and to the host integer reference,
 and every output (gate logit, decision, compressed activations) must agree bit for bit. On a
-mismatch the board is asked for every layer's buffer on that sample, naming the first that differs."""
+mismatch the board is asked for every layer's buffer on that sample, naming the first that differs.
+
+Defaults fit a real chip: viper kernels only, on a seeded subset sized from the board's own speed
+(measured on the first PROBE samples) to finish in about --minutes; --all and --kernels both on request."""
 import time
 
 import numpy as np
@@ -28,26 +31,57 @@ def check_board(board, reported, port):
         raise UgateError(f"{port} reports {reported!r}, not a {board.chip} ({board.name}): wrong --board or wrong port")
 
 
-def check(port, exp, kernels, progress=True, board=None):
-    """Stream exp through the board with one kernel set; return that pass's report."""
+PROBE = 20          # samples timed before sizing a budgeted run
+
+
+def order(n, seed=0):
+    """Sample indices in the seeded order that budgeted runs take them in: a prefix of it is the same
+    subset as `--limit` picks (Experiment), every class kept in proportion."""
+    return np.random.default_rng(seed).permutation(n)
+
+
+def check(port, exp, kernels, progress=True, board=None, indices=None, budget=None, log=None):
+    """Stream exp's samples `indices` (default all) through the board with one kernel set; return that
+    pass's report. budget (seconds): time the first PROBE of them, then keep only as many as fit."""
     from tqdm import tqdm
     from ugate.session import session
+    idx = np.arange(len(exp)) if indices is None else np.asarray(indices)
     times = {p: [] for p in PHASES}
-    first, mismatches = None, 0
+    first, mismatches, positives = None, 0, 0
     with session(port, kernels, blob_hash=exp.meta["hash"]) as (link, info):
         if board is not None:
             check_board(board, info["board"], port)
+        if budget is not None and log is not None:
+            log(f"hil {kernels} on {port}: timing {min(PROBE, len(idx))} of {len(idx)} samples to fit {budget:.0f} s "
+                f"(--all for every sample)")
         t0 = time.perf_counter()
-        for i in tqdm(range(len(exp)), desc=f"hil {kernels}", unit="sample", disable=not progress):
+        bar = tqdm(total=len(idx), desc=f"hil {kernels} {port}", unit="sample", disable=not progress)
+        k, probe = 0, min(PROBE, len(idx) - 1)
+        while k < len(idx):
+            if k == probe > 0:
+                rate = k / (time.perf_counter() - t0)
+                if budget is not None:
+                    idx = np.concatenate([idx[:k], np.sort(idx[k:max(k, int(budget * rate))])])
+                    bar.total = len(idx)
+                if log is not None:
+                    log(f"hil {kernels} on {port}: {len(idx)} samples{' (sized to the time budget)' if budget else ''} "
+                        f"at {rate:.0f} samples/s, ETA {(len(idx) - k) / rate:.0f} s")
+                if k == len(idx):
+                    break
+            i = int(idx[k])
             r, act = link.infer(exp.xq[i].tobytes())
+            positives += bool(r["decision"])
             for p in PHASES if r["decision"] else PHASES[:2]:
                 times[p].append(r["t_" + p])
             if not exp.agrees(i, r, act):
                 mismatches += 1
-                first = i if first is None else first
+                first = i if first is None else min(first, i)
+            bar.update()
+            k += 1
+        bar.close()
         seconds = time.perf_counter() - t0
         stats = link.device_stats()
-    rep = {"kernels": kernels, "samples": len(exp), "mismatches": mismatches, "first_mismatch": first,
+    rep = {"kernels": kernels, "samples": len(idx), "positives": positives, "mismatches": mismatches, "first_mismatch": first,
            "heap_free": info["heap_free"], "board": info["board"], "seconds": seconds,
            "timings_us": {p: float(np.mean(v)) if v else 0.0 for p, v in times.items()},
            "corrupt_frames": stats["corrupt"] + link.stats["corrupt"], "retransmits": stats["retransmits"] + link.stats["retransmits"]}
@@ -56,20 +90,23 @@ def check(port, exp, kernels, progress=True, board=None):
     return rep
 
 
-def hil(model_dir, port="virtual", kernels=("viper", "portable"), limit=None, deploy_first=True, progress=True,
-        board=None):
+def hil(model_dir, port="virtual", kernels=("viper",), limit=None, deploy_first=True, progress=True,
+        board=None, budget=None, log=None):
     """Returns a report: {"passed": bool, "runs": [per kernel set], "heap_total": bytes}. board: a
-    name in boards/ that the board on the port must match."""
+    name in boards/ that the board on the port must match. budget: seconds per kernel set, the
+    sample count sized from the board's measured speed (None: every sample, or limit). log: a
+    print-like function told the sample count and ETA."""
     from ugate.board import connect
     from ugate.boards import load_board
     from ugate.deploy import deploy
     board = load_board(board) if board else None   # a bad name is one line here, before any I/O
     check_port_first(port)
     exp = Experiment(model_dir, limit, progress=progress)
+    indices = order(len(exp)) if budget else None
     with board_port(port) as p:
         if deploy_first:
             deploy(p, exp.dir, progress=progress)
-        runs = [check(p, exp, k, progress, board) for k in kernels]
+        runs = [check(p, exp, k, progress, board, indices, budget, log) for k in kernels]
         with connect(p) as t:
             total = t.eval("__import__('gc').mem_free() + __import__('gc').mem_alloc()")
     return {"passed": all(r["mismatches"] == 0 for r in runs), "runs": runs, "heap_total": total,
@@ -84,17 +121,29 @@ def summary(rep):
                      f"{r['samples'] / r['seconds']:.0f} samples/s; device us: stage1 {t['stage1']:.0f}, gate {t['gate']:.0f}, "
                      f"encode {t['encode']:.0f}, transmit {t['transmit']:.0f}; heap in use "
                      f"{(rep['heap_total'] - r['heap_free']) / 1024:.1f} of {rep['heap_total'] / 1024:.0f} KiB")
+        for pl in r.get("places", []):
+            lines.append(f"    {pl['port']}: {pl['samples']} samples in {pl['seconds']:.1f} s")
         if "first_difference" in r:
             lines.append(f"    first mismatch: {r['first_difference']}")
     return "\n".join(lines)
 
 
+MINUTES = 3         # default time budget per kernel set: a few minutes on whatever board is attached
+
+
 def add_arguments(parser):
     parser.add_argument("--model", required=True, help="run folder from ugate train (exported if needed)")
-    parser.add_argument("--port", default="virtual", help="serial port of a board, or virtual (default)")
+    parser.add_argument("--port", default="virtual", help="serial port of a board (a path, rfc2217:// or socket:// URL), or virtual (default)")
     parser.add_argument("--board", help="board name from boards/ (checked against what the board reports)")
-    parser.add_argument("--kernels", default="both", choices=("viper", "portable", "both"))
-    parser.add_argument("--limit", type=int, help="only this many test samples (a seeded subset)")
+    parser.add_argument("--kernels", default="viper", choices=("viper", "portable", "both"), help="device kernel set(s); default viper")
+    n = parser.add_mutually_exclusive_group()
+    n.add_argument("--minutes", type=float, default=MINUTES, help=f"time budget per kernel set: a seeded subset sized from "
+                   f"the board's measured speed (default {MINUTES})")
+    n.add_argument("--limit", type=int, help="exactly this many test samples (a seeded subset)")
+    n.add_argument("--all", action="store_true", help="every test sample")
+    parser.add_argument("--place", action="append", help="a labgrid place to acquire and test on (repeat for a farm: "
+                        "the samples are split across the places, run in parallel, one report); instead of --port")
+    parser.add_argument("--coordinator", help="labgrid coordinator HOST:PORT (default $LG_COORDINATOR or 127.0.0.1:20408)")
     parser.add_argument("--no-deploy", action="store_true", help="test what is on the board as it is")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -102,8 +151,18 @@ def add_arguments(parser):
 def main(args):
     if args.limit is not None and args.limit < 1:
         raise UgateError(f"--limit must be at least 1, not {args.limit}")
+    if args.minutes <= 0:
+        raise UgateError(f"--minutes must be positive, not {args.minutes:g}")
     kernels = ("viper", "portable") if args.kernels == "both" else (args.kernels,)
-    rep = hil(args.model, args.port, kernels, args.limit, not args.no_deploy, not args.quiet, args.board)
-    print(f"ugate hil: {args.model} on {args.port}: {'PASS' if rep['passed'] else 'FAIL'}")
+    budget = None if args.all or args.limit else 60 * args.minutes
+    from tqdm import tqdm
+    log = tqdm.write   # above a progress bar, not through it
+    if args.place:
+        from ugate.farm import hil_farm
+        rep = hil_farm(args.model, args.place, args.coordinator, kernels, args.limit, not args.no_deploy, not args.quiet,
+                       args.board, budget, log)
+    else:
+        rep = hil(args.model, args.port, kernels, args.limit, not args.no_deploy, not args.quiet, args.board, budget, log)
+    print(f"ugate hil: {args.model} on {rep['port']}: {'PASS' if rep['passed'] else 'FAIL'}")
     print(summary(rep))
     return 0 if rep["passed"] else 1

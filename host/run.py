@@ -51,25 +51,26 @@ class Experiment:
 
 
 @contextlib.contextmanager
-def board_port(port, board_dir=None):
-    """`port` itself, or a virtual board's pty for the block when port is "virtual"."""
+def board_port(port, board_dir=None, baud=None):
+    """`port` itself, or a virtual board's pty for the block when port is "virtual" (paced to baud if given)."""
     if port != "virtual":
         yield port
         return
     from ugate.board import VirtualBoard
-    with VirtualBoard(dir=board_dir) as vb:
+    with VirtualBoard(dir=board_dir, baud=baud) as vb:
         yield vb.port
 
 
 def check_port_first(port):
     """A missing or busy port is found before minutes of reference work, not after."""
-    if port != "virtual" and "://" not in port:
+    if port != "virtual":
         from ugate.board import check_port
         check_port(port)
 
 
-def run(model_dir, port="virtual", kernels="viper", limit=None, progress=True, out=None):
-    """Stream the test set through device and NPU stand-in; return (and write) the run report."""
+def run(model_dir, port="virtual", kernels="viper", limit=None, progress=True, out=None, baud=None):
+    """Stream the test set through device and NPU stand-in; return (and write) the run report. baud: the
+    line rate (a virtual board is paced to it), for the wire's share of the time."""
     from tqdm import tqdm
     from ugate.deploy import deploy
     from ugate.npu import load_stage2
@@ -89,7 +90,7 @@ def run(model_dir, port="virtual", kernels="viper", limit=None, progress=True, o
     times = {p: [] for p in PHASES}
     npu_s, mismatches, lost, in_a_row, first_mismatch = [], 0, 0, 0, None
     stage2.predict(np.zeros((1, ref["act"][0].size), np.int8))   # compile the batch-1 JIT before timing
-    with board_port(port) as p:
+    with board_port(port, baud=baud) as p:
         deploy(p, exp.dir, progress=progress)
         with session(p, kernels, blob_hash=exp.meta["hash"]) as (link, info):
             t_start = time.perf_counter()
@@ -153,8 +154,23 @@ def run(model_dir, port="virtual", kernels="viper", limit=None, progress=True, o
         "samples_per_second": n / elapsed,   # streaming alone: deploy and start-up not counted
         "stream_seconds": elapsed,
     }
+    if baud:
+        report.update(wire_time(report, exp, baud))
     (Path(out) if out else exp.dir / "run.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def wire_time(r, exp, baud):
+    """What the line costs at baud (10 bits a byte): both directions' share of the streaming time, and per
+    positive the ACTIVATIONS frame against the same frame carrying the activations dense, int8."""
+    from ugate.shared import wire
+    size = lambda typ, payload: wire.encode_frame(typ, 0, payload)[1]
+    host_bytes = r["samples"] * size(wire.VECTOR, exp.xq[0].tobytes()) + r["positives_sent"] * size(wire.ACK, wire.wr_ack(0))
+    s = lambda nbytes: nbytes * 10 / baud
+    sent = max(r["positives_sent"], 1)
+    return {"baud": baud, "wire_share": s(host_bytes + r["bytes_on_wire"]) / r["stream_seconds"],
+            "wire_ms_per_positive": 1e3 * s(r["activation_bytes_on_wire"] / sent),
+            "dense_wire_ms_per_positive": 1e3 * s(size(wire.ACTIVATIONS, wire.wr_activations(0, bytes(exp.ref["act"][0].size))))}
 
 
 def summary(r):
@@ -171,6 +187,9 @@ def summary(r):
             ("device us: stage1 gate encode tx", " ".join(f"{r['timings_us'][p]:.0f}" for p in PHASES)),
             ("NPU ms per positive", f"{r['npu_ms_per_positive']:.3f}"),
             ("throughput", f"{r['samples_per_second']:.0f} samples/s")]
+    if "baud" in r:
+        rows += [(f"wire at {r['baud']} baud", f"{r['wire_share']:.0%} of the time (inputs in, results and positives out)"),
+                 ("wire ms per positive", f"{r['wire_ms_per_positive']:.2f} sparse, {r['dense_wire_ms_per_positive']:.2f} dense int8")]
     return "\n".join(f"  {k:<34} {v}" for k, v in rows)
 
 
@@ -179,13 +198,14 @@ def add_arguments(parser):
     parser.add_argument("--port", default="virtual", help="serial port of a board, or virtual (default)")
     parser.add_argument("--kernels", default="viper", choices=("viper", "portable"), help="device kernel set")
     parser.add_argument("--limit", type=int, help="stream only this many test samples (a seeded subset)")
+    parser.add_argument("--baud", type=int, help="line rate: paces a virtual board to it; reports the wire's share of the time")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def main(args):
     if args.limit is not None and args.limit < 1:
         raise UgateError(f"--limit must be at least 1, not {args.limit}")
-    r = run(args.model, args.port, args.kernels, args.limit, progress=not args.quiet)
+    r = run(args.model, args.port, args.kernels, args.limit, progress=not args.quiet, baud=args.baud)
     print(f"ugate run: {args.model} on {args.port} ({r['board']}, {args.kernels} kernels)")
     print(summary(r))
     print(f"wrote {Path(args.model) / 'run.json'}")

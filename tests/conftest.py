@@ -1,4 +1,5 @@
 """Shared test fixtures. Device code always runs in a real MicroPython interpreter, never CPython."""
+import os
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,10 @@ def pytest_runtest_setup(item):
 @pytest.fixture(scope="session")
 def board_port(request, tmp_path_factory):
     """The port of the board under test: a virtual board in a fresh folder unless --port names a real one."""
+    if getattr(request.config.option, "lg_env", None) or os.environ.get("LG_ENV"):   # labgrid's pytest plugin
+        from ugate.farm import target_port
+        yield target_port(request.getfixturevalue("target"))
+        return
     port = request.config.getoption("--port")
     if port != "virtual":
         yield port
@@ -121,3 +126,14 @@ def tiny_model(tmp_path_factory):
     ds = train_tiny(tmp)
     m = export.export(tmp, dataset=ds, quiet=True)
     return (tmp / "stage1.blob").read_bytes(), ds, m
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """A run folder (ugate train digits, 2 epochs, exported), made once a session."""
+    from ugate.export import export
+    from ugate.train import train
+    d = tmp_path_factory.mktemp("digits-run")
+    train("digits", d, epochs=2, quiet=True)
+    export(d, quiet=True)
+    return d

@@ -17,14 +17,9 @@ from ugate.session import session
 pytestmark = pytest.mark.board
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from ugate.export import export
-    from ugate.train import train
-    d = tmp_path_factory.mktemp("digits")
-    train("digits", d, epochs=2, quiet=True)
-    export(d, quiet=True)
-    return d
+@pytest.fixture
+def run_dir(digits_run):
+    return digits_run
 
 
 def test_run_matches_reference(run_dir, board_port):
@@ -45,7 +40,7 @@ def test_run_cli_on_a_virtual_board(run_dir, capsys):
 
 
 def test_hil_passes_with_both_kernel_sets(run_dir, board_port, request):
-    rep = hil(run_dir, board_port, limit=60, progress=False, board=request.config.getoption("--board"))
+    rep = hil(run_dir, board_port, ("viper", "portable"), limit=60, progress=False, board=request.config.getoption("--board"))
     assert rep["passed"], rep
     assert [r["kernels"] for r in rep["runs"]] == ["viper", "portable"]
     assert all(r["mismatches"] == 0 for r in rep["runs"])
