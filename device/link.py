@@ -33,6 +33,10 @@ import sparse
 import wire
 from wire import HEADER
 
+# the largest control payload we send: INFO (20 bytes + version + board name, cut to fit; ERROR
+# and STATS are smaller), so a tiny model's buffers still take it
+CONTROL = 128
+
 
 class Link:
     def __init__(self, inp, out, n_in=1024, n_act=1024, ack_ms=100, retries=10):
@@ -42,7 +46,7 @@ class Link:
         self.mv = memoryview(self.rx)
         self.lim = self.nxt = 0   # rx[nxt:lim]: bytes read past the last frame (after a corrupt one)
         # every frame buffer has one byte more: the IDLE 0x00 written after each frame (wire.py)
-        self.tx = bytearray(wire.frame_size(max(2 + sparse.size(n_act), 96)) + 1)
+        self.tx = bytearray(wire.frame_size(max(2 + sparse.size(n_act), CONTROL)) + 1)
         self.txn = 0
         self.txv = -1       # the vector seq whose ACTIVATIONS frame tx holds
         self.ctl = bytearray(wire.frame_size(2) + 1)   # ACK and NAK, so tx keeps what may be resent
@@ -60,6 +64,7 @@ class Link:
         self.vseq = -1      # seq of the VECTOR being answered
         self.type = self.n = 0
         self.payload = None
+        self.nbytes = 0     # bytes written, every frame (duty.py's transmit marks)
         self.sent = self.received = self.corrupt = self.duplicates = self.retransmits = self.undelivered = 0
         self.bye = False
         self.careful = True   # _fill: one byte at a time, never blocking past ack_ms
@@ -138,6 +143,7 @@ class Link:
         buf[n] = 0   # IDLE: a lost delimiter costs this frame only
         self.out.write(buf, n + 1)
         self.sent += 1
+        self.nbytes += n + 1
 
     def _ctl(self, typ, seq):
         # ACK or NAK of seq from its own buffer
@@ -244,6 +250,7 @@ class Link:
         return True
 
     def send_info(self, version, blob_hash, board, heap_free, reliable=False):
+        board = board[:CONTROL - 20 - len(version)]
         return self.send(wire.INFO, wire.wr_info(version, blob_hash, board, heap_free, self.n_in, self.n_act,
                                                  max(self.n_in, 64)), -1, reliable)
 
@@ -259,11 +266,21 @@ class Link:
         self._write(self.res, self.rlen)
         return True
 
-    def encode(self, act, n):
-        """Sparse-encode act[0:n] for the last VECTOR; returns the encoded bytes."""
+    def encode(self, act, n, dense=False):
+        """Sparse-encode act[0:n] for the last VECTOR (dense: in sparse's DENSE mode, as a link
+        without the GC layer's compression would); returns the encoded bytes."""
         self.act[0] = self.vseq & 0xFF
         self.act[1] = self.vseq >> 8
-        self.alen = sparse.encode(act, n, self.amv)
+        if dense:
+            a = self.amv
+            nnz = 0
+            for i in range(n):
+                a[sparse.HEADER + i] = act[i]
+                nnz += act[i] != 0
+            a[0], a[1], a[2], a[3], a[4] = sparse.DENSE, n & 0xFF, n >> 8, nnz & 0xFF, nnz >> 8
+            self.alen = sparse.HEADER + n
+        else:
+            self.alen = sparse.encode(act, n, self.amv)
         return self.alen
 
     def send_activations(self):

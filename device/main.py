@@ -38,12 +38,12 @@ class Device:
         gc.collect()
         self.link = Link(inp or sys.stdin.buffer, out or sys.stdout.buffer, self.n_in, self.n_act)
 
-    def infer(self, x, stream=False):
+    def infer(self, x, stream=False, gate=True):
         """Stage 1 and the gate on x (int8 bytes); ACTIVATIONS if open, then RESULT. stream: a stopped
         sample sends nothing at all, as a deployed board would (the stream's STATS count it), and an
-        open one's RESULT waits for its ACK too."""
+        open one's RESULT waits for its ACK too. gate False: no gate, every sample sent dense."""
         m, link = self.model, self.link
-        logit = m.run(x)
+        logit = m.run(x, gate)
         times = m.times
         t_encode = t_transmit = 0
         self.samples += 1
@@ -51,7 +51,7 @@ class Device:
         if m.open:
             self.opens += 1
             t0 = time.ticks_us()
-            link.encode(m.act, self.n_act)
+            link.encode(m.act, self.n_act, not gate)
             t1 = time.ticks_us()
             ok = link.send_activations()   # serve mode: a host that missed them asks again (same VECTOR)
             t_encode = time.ticks_diff(t1, t0) + times["compress"]
@@ -60,6 +60,7 @@ class Device:
             ok = link.send_result(logit, m.open, times["stage1"], times["gate"], t_encode, t_transmit, stream) and ok
         if stream and not ok:
             link.undelivered += 1
+        return t_encode
 
     def handle(self, t):
         """A frame other than VECTOR; False when the session ends (BYE or end of input)."""
@@ -94,7 +95,10 @@ def serve(blob="model.blob", kernels="viper", inp=None, out=None):
                 return
 
 
-def stream(source="sensor.bin", blob="model.blob", kernels="viper", inp=None, out=None):
+def stream(source="sensor.bin", blob="model.blob", kernels="viper", inp=None, out=None,
+           rate=0, sleep="idle", marker=-1, marks=None, gate=True):
+    """rate > 0: one sample a 1/rate s, waiting between them by the sleep policy, phases marked on
+    the marker pin and in the file `marks` (device/duty.py); gate False: every sample sent dense."""
     d = Device(blob, kernels, inp, out)
     try:
         f = open(source, "rb")
@@ -112,10 +116,19 @@ def stream(source="sensor.bin", blob="model.blob", kernels="viper", inp=None, ou
             elif not d.handle(t):
                 return
         gone = 0   # positives in a row that nobody acknowledged
+        duty = None
+        if rate:
+            from duty import Duty
+            duty = Duty(rate, sleep, marker, marks, not gate)
         while not link.bye and f.readinto(x) == d.n_in:
             link.vseq = d.samples & 0xFFFF   # RESULT and ACTIVATIONS carry the sample number
             u = link.undelivered
-            d.infer(x, True)
+            if duty:
+                duty.wake()
+                b = link.nbytes
+            t_encode = d.infer(x, True, gate)
+            if duty:
+                duty.done(d.model.times, d.model.open, t_encode, link.nbytes - b)
             if link.undelivered > u:
                 gone += 1
                 if gone == GONE:   # the host is gone: stop pushing (a board that streams on holds
@@ -124,6 +137,8 @@ def stream(source="sensor.bin", blob="model.blob", kernels="viper", inp=None, ou
                 gone = 0
             link.idle()   # a BYE from the host ends the stream early
         f.close()
+        if duty:
+            duty.close()
         if not link.bye:
             link.send_stats(d.samples, d.opens, True)   # unsolicited: the end of the input
         while d.handle(link.read_frame()):

@@ -73,8 +73,9 @@ class Model:
         b = self._bufs[name]
         return b if isinstance(b, array) else memoryview(b)
 
-    def run(self, inp):
-        """inp: C*H*W int8 bytes (CHW). Returns the gate logit; sets open, logit, act, times."""
+    def run(self, inp, gate=True):
+        """inp: C*H*W int8 bytes (CHW). Returns the gate logit; sets open, logit, act, times.
+        gate False: the gate is skipped and every sample goes on (the no-gate baseline, logit 0)."""
         if len(inp) != self.in_size:
             raise ValueError("input has %d bytes, the model takes %d" % (len(inp), self.in_size))
         self._in[:] = inp
@@ -82,10 +83,13 @@ class Model:
         for f, x, y, w, b, s, p in self._plan[0]:
             f(x, y, w, b, s, p)
         t1 = time.ticks_us()
-        for f, x, y, w, b, s, p in self._plan[1]:
-            f(x, y, w, b, s, p)
-        self.logit = self._logit[0]
-        self.open = self.logit >= self.thr
+        if gate:
+            for f, x, y, w, b, s, p in self._plan[1]:
+                f(x, y, w, b, s, p)
+            self.logit = self._logit[0]
+            self.open = self.logit >= self.thr
+        else:
+            self.logit, self.open = 0, True
         t2 = time.ticks_us()
         if self.open:
             for f, x, y, w, b, s, p in self._plan[2]:

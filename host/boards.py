@@ -16,6 +16,10 @@ POWER_KEYS = ("active_idle_ma", "active_busy_ma", "light_sleep_ma", "deep_sleep_
 # field -> accepted types; every field is required
 FIELDS = {"chip": str, "console": str, "baud": int, "firmware_offset": int, "heap_budget": int,
           "power": dict, "notes": str}
+# optional fields -> (type, default): the duty-cycled stream's sleep policy between samples ("light":
+# machine.lightsleep, for boards whose link survives it; "idle": stay awake) and its marker GPIO (-1: none)
+OPTIONAL = {"sleep": (str, "idle"), "marker_pin": (int, -1)}
+SLEEPS = ("idle", "light")
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,8 @@ class Board:
     power: dict             # state -> mA at 3.3 V, keys POWER_KEYS
     notes: str
     path: Path
+    sleep: str = "idle"
+    marker_pin: int = -1
 
 
 def boards_dir():
@@ -59,7 +65,12 @@ def load_board(name_or_path):
             raise UgateError(f"{p}: missing field {k!r}")
         if not isinstance(d[k], t) or isinstance(d[k], bool):
             raise UgateError(f"{p}: field {k!r} must be {t.__name__}, got {type(d[k]).__name__} {d[k]!r}")
-    if unknown := set(d) - set(FIELDS):
+    for k, (t, _) in OPTIONAL.items():
+        if k in d and (not isinstance(d[k], t) or isinstance(d[k], bool)):
+            raise UgateError(f"{p}: field {k!r} must be {t.__name__}, got {type(d[k]).__name__} {d[k]!r}")
+    if d.get("sleep", "idle") not in SLEEPS:
+        raise UgateError(f"{p}: field 'sleep' must be one of {', '.join(SLEEPS)}, got {d['sleep']!r}")
+    if unknown := set(d) - set(FIELDS) - set(OPTIONAL):
         raise UgateError(f"{p}: unknown field {sorted(unknown)[0]!r}; fields: {', '.join(FIELDS)}")
     if d["console"] not in CONSOLES:
         raise UgateError(f"{p}: field 'console' must be one of {', '.join(CONSOLES)}, got {d['console']!r}")

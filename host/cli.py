@@ -22,6 +22,8 @@ COMMANDS = {
     "hil":    ("ugate.hil",     "hardware-in-the-loop: compare a board bit for bit with the host reference"),
     "split":  ("ugate.split",   "train a gated model per cut point, compare accuracy, S3 time and energy per stopped negative"),
     "bringup": ("ugate.bringup", "a new board in one command: flash, REPL, deploy, board info, HIL smoke run"),
+    "power":  ("ugate.power",   "energy: estimate from the datasheet and chip model, or measure with a USB meter"),
+    "meter":  ("ugate.vmeter",  "virtual USB power meters (um25c, fnb58, ppk2) serving their real protocols"),
 }
 
 
