@@ -221,14 +221,19 @@ def ppk2_amps(adc, rng, cal, vdd_mv):
 
 
 def ppk2_raw(amps, cal, vdd_mv):
-    """(adc, range) that ppk2_amps turns back into about `amps` (virtual meter, tests): the range whose
-    resistor puts the reading in the ADC's span, the ADC from the linear part of the formula."""
+    """(adc, range) that ppk2_amps turns back into `amps` to within an ADC step (virtual meter, tests):
+    the most sensitive range whose resistor keeps the reading inside the ADC's span, the formula inverted."""
     amps = np.asarray(amps, float)
-    rng = np.clip(np.searchsorted([50e-6, 500e-6, 5e-3, 60e-3], amps), 0, 4)
+    span = 0x3FFF * 4 * ADC_MULT * 0.95
+    rng = np.full(len(amps), 4)
+    for r in (3, 2, 1, 0):
+        rng[amps * cal[f"R{r}"] < span] = r
     adc = np.empty(len(amps))
     for r in range(5):
         m = rng == r
-        x = ((amps[m] / cal[f"UG{r}"] - cal[f"S{r}"] * vdd_mv / 1000 - cal[f"I{r}"]) / cal[f"GI{r}"])
+        c = amps[m] / cal[f"UG{r}"] - cal[f"S{r}"] * vdd_mv / 1000 - cal[f"I{r}"]   # = x (GS x + GI)
+        gs, gi = cal[f"GS{r}"], cal[f"GI{r}"]
+        x = c / gi if gs == 0 else (-gi + np.sqrt(gi * gi + 4 * gs * c)) / (2 * gs)
         adc[m] = (x * cal[f"R{r}"] / ADC_MULT + cal[f"O{r}"]) / 4
     return np.clip(np.round(adc), 0, 0x3FFF).astype(np.uint32), rng.astype(np.uint32)
 
@@ -257,7 +262,7 @@ class Ppk2Decoder:
         out = []
         if not len(w):
             return out
-        cnt = (w >> 18) & 0x3F
+        cnt = ((w >> 18) & 0x3F).astype(np.int64)
         prev = np.concatenate(([cnt[0] - 1 if self.last is None else self.last], cnt[:-1]))
         step = (cnt.astype(int) - prev) % 64
         self.last = int(cnt[-1])
