@@ -93,19 +93,37 @@ class Recorder(threading.Thread):
 
 
 def scenario_inputs(exp, name, n):
-    """n int8 test vectors for a scenario, cycling through the test set's negatives, positives or all."""
+    """Indices into the test set of n inputs for a scenario, cycling through its negatives, positives or
+    all, ordered so that the samples whose gate opens (by the host reference) are spread evenly: any
+    stretch of the scenario then has about its overall mix, so trimming its ends does not bias it."""
     pick = {"negatives": exp.y == 0, "positives": exp.y > 0}.get(name, np.ones(len(exp.y), bool))
     idx = np.flatnonzero(pick)
     if not len(idx):
         raise UgateError(f"the test set has no {name} to run")
-    return exp.xq[idx[np.arange(n) % len(idx)]], exp.y[idx[np.arange(n) % len(idx)]]
+    idx = idx[np.arange(n) % len(idx)]
+    opened = exp.ref["open"][idx]
+    o, c, k = list(idx[opened]), list(idx[~opened]), int(opened.sum())
+    out = []
+    for j in range(n):   # Bresenham: an open one whenever the running share falls behind
+        out.append(o.pop() if o and ((j + 1) * k // n > j * k // n or not c) else c.pop())
+    return np.array(out)
 
 
-def window_power(t, v, a, t0, t1, rate):
-    """Mean power (W) of the samples in [t0 + trim, t1 - trim], and how many there were; trim: SETTLE_S
-    and a meter sample period, so a reading straddling the edge is left out."""
-    trim = SETTLE_S + 1 / rate
-    m = (t >= t0 + trim) & (t <= t1 - trim)
+def window(t0, t1, rate, n, meter_rate):
+    """The part of a scenario's window [t0, t1] to average over: SETTLE_S and two meter readings trimmed
+    from each end, then cut to whole periods between sample starts (t0 + k / rate, the stream's
+    schedule), so it holds exactly as many samples as periods. -> (start, end, samples in it)."""
+    p, trim = 1 / rate, SETTLE_S + 2 / meter_rate
+    k0 = math.ceil(trim / p - 0.5)
+    k1 = min(math.floor((t1 - t0 - trim) / p - 0.5), n - 1)
+    if k1 <= k0:
+        return None
+    return t0 + (k0 + 0.5) * p, t0 + (k1 + 0.5) * p, range(k0 + 1, k1 + 1)
+
+
+def window_power(t, v, a, w0, w1):
+    """Mean power (W) of the meter readings in [w0, w1], and how many there were."""
+    m = (t >= w0) & (t <= w1)
     if m.sum() < 2:
         return None, int(m.sum())
     return float(np.mean(v[m] * a[m])), int(m.sum())
@@ -114,7 +132,7 @@ def window_power(t, v, a, t0, t1, rate):
 def wakeup_energy(t, v, a, logic, t0, t1, p_sleep, rate):
     """µJ a wake-up above the sleep floor from a fast meter's marker (logic bit 0): the energy while it
     is high, over the number of rising edges. None when the marker never rose."""
-    m = (t >= t0 + SETTLE_S) & (t <= t1 - SETTLE_S) & (logic >= 0)
+    m = (t >= t0) & (t <= t1) & (logic >= 0)
     hi = (logic[m].astype(int) & 1) == 1
     rises = int(np.sum(hi[1:] & ~hi[:-1]))
     if not rises:
@@ -179,7 +197,7 @@ def measure(model_dir, port="virtual", meter="ppk2", rate=1.0, seconds=None, sce
         time.sleep(0.5 + (1 / meter_rate))   # the meter's last readings of the last scenario
         t, v, a, logic = rec.arrays()
         gaps, windows = list(rec.gaps), {name: (t0, t1) for name, t0, t1 in rec.windows}
-    return _report(model_dir, out, results, windows, t, v, a, logic, gaps, meter_rate, kind, rate, board, chip, virtual)
+    return _report(model_dir, out, results, windows, t, v, a, logic, gaps, meter_rate, kind, rate, board, chip, exp, virtual)
 
 
 def _scenario(name, exp, port, board, rate, seconds, rec, marks_file, kernels):
@@ -197,9 +215,9 @@ def _scenario(name, exp, port, board, rate, seconds, rec, marks_file, kernels):
             raise UgateError(f"{port}: the sleep-only scenario failed on the board: {err.decode(errors='replace').strip().splitlines()[-1]}")
         return {"samples": 0, "opens": 0}
     n = max(2, math.ceil(seconds * rate))
-    xq, y = scenario_inputs(exp, name, n)
+    idx = scenario_inputs(exp, name, n)
     with connect(port) as t:
-        t.fs_writefile("sensor.bin", xq.tobytes())
+        t.fs_writefile("sensor.bin", exp.xq[idx].tobytes())
     stage2 = getattr(_scenario, "stage2", None)
     if stage2 is None:   # compiled before the board streams: a first-call JIT would hold the ACK, and the board
         stage2 = _scenario.stage2 = load_stage2(exp.dir / "stage2.npz")   # with it
@@ -210,36 +228,54 @@ def _scenario(name, exp, port, board, rate, seconds, rec, marks_file, kernels):
         stats = listen(link, stage2, exp.class_names, lambda d: None, quiet=2.0 + 1 / rate, give_up=30.0 + 2 / rate)
         rec.end()
     return {"samples": stats["samples"], "opens": stats["gate_open"], "lost": stats["lost"],
-            "activation_bytes": stats["activation_bytes"]}
+            "activation_bytes": stats["activation_bytes"], "inputs": idx}
 
 
-def _report(model_dir, out, results, win, t, v, a, logic, gaps, meter_rate, kind, rate, board, chip, virtual):
+def sample_estimates(exp, chip, board, idx, nogate):
+    """ugate.power's µJ above sleep for each of these test inputs: open or not by the host reference,
+    the bytes its activations take (dense with no gate)."""
+    from ugate import power
+    from ugate.shared import sparse
+    out = bytearray(sparse.size(chip.n_act))
+    e = []
+    for i in idx:
+        opened = nogate or bool(exp.ref["open"][i])
+        nb = 5 + chip.n_act if nogate else sparse.encode(exp.ref["act"][i].tobytes(), chip.n_act, out) if opened else 0
+        e.append(power.inference_uj(chip.phases(opened, nogate, power.sample_bytes(nb) if opened else 0), board))
+    return np.array(e)
+
+
+def _report(model_dir, out, results, win, t, v, a, logic, gaps, meter_rate, kind, rate, board, chip, exp, virtual):
     from ugate import power
     period = 1 / rate
     p = {}
-    for name, (t0, t1) in win.items():
-        p[name], results[name]["meter_samples"] = window_power(t, v, a, t0, t1, meter_rate)
-    if p.get("sleep_only") is None:
+    t0, t1 = win["sleep_only"]
+    p["sleep_only"], results["sleep_only"]["meter_samples"] = window_power(t, v, a, t0 + SETTLE_S + 2 / meter_rate,
+                                                                           t1 - SETTLE_S - 2 / meter_rate)
+    if p["sleep_only"] is None:
         raise UgateError(f"too few meter readings while asleep ({results['sleep_only']['meter_samples']}): "
                          f"give --seconds longer for a {kind} ({meter_rate:g} readings/s)")
     p_sleep = p["sleep_only"]
-    stats = power.model_stats(model_dir)
-    e_neg = power.inference_uj(chip.phases(False), board)
     rows = {}
     for name, r in results.items():
-        if name == "sleep_only" or p.get(name) is None:
+        if name == "sleep_only":
             continue
+        w = window(*win[name], rate, r["samples"], meter_rate)
+        if w is None:
+            raise UgateError(f"scenario {name} too short for a {kind} ({meter_rate:g} readings/s): give --seconds longer")
+        p[name], r["meter_samples"] = window_power(t, v, a, w[0], w[1])
+        if p[name] is None:
+            raise UgateError(f"too few meter readings in scenario {name}: give --seconds longer")
         uj = (p[name] - p_sleep) * period * 1e6
+        est = float(sample_estimates(exp, chip, board, r["inputs"][w[2].start:w[2].stop], name == "no_gate").mean())
         f_open = r["opens"] / max(r["samples"], 1)
-        # the estimate for the same samples: their gate-open fraction and their activations' bytes
-        sparse_b = r["activation_bytes"] / r["opens"] - 2 if r["opens"] else stats["sparse_bytes"]
-        e_sent = power.inference_uj(chip.phases(True, name == "no_gate", power.sample_bytes(sparse_b)), board)
-        est = e_sent if name == "no_gate" else f_open * e_sent + (1 - f_open) * e_neg
         rows[name] = {"mean_power_mw": p[name] * 1e3, "uj_per_inference": uj, "estimate_uj": est,
-                      "ratio_to_estimate": uj / est if est else None, "gate_open": f_open, "samples": r["samples"]}
+                      "ratio_to_estimate": uj / est if est else None, "gate_open": f_open, "samples": r["samples"],
+                      "samples_averaged": len(w[2])}
         if meter_rate >= FAST_RATE:
-            t0, t1 = win[name]
-            rows[name]["uj_per_wakeup_from_marker"] = wakeup_energy(t, v, a, logic, t0, t1, p_sleep, meter_rate)
+            rows[name]["uj_per_wakeup_from_marker"] = wakeup_energy(t, v, a, logic, w[0], w[1], p_sleep, meter_rate)
+        r["inputs"] = [int(i) for i in r["inputs"]]
+    stats = {"dataset": exp.dataset.get("name_or_path", "?")}
     per_day = {k: (p[k]) * power.DAY for k in ("mix", "no_gate") if p.get(k) is not None}
     cell_j = power.assumption("cell_mah") * 3.6 * power.assumption("cell_v")
     res = {"model": str(model_dir), "dataset": stats["dataset"], "meter": kind, "meter_rate": meter_rate, "virtual": virtual,

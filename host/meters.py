@@ -374,7 +374,8 @@ class FnirsiMeter(Meter):
         dev = self.dev
         dev.write(fnb_request(FNB_INIT))
         dev.write(fnb_request(FNB_START))
-        first, n, t0, stalls = True, 0, None, 0
+        t0 = time.monotonic()   # the meter samples from its start: readings n / rate after it
+        first, n, stalls = True, 0, 0
         keep = time.monotonic() + 1
         while True:
             if time.monotonic() >= keep:
@@ -400,8 +401,6 @@ class FnirsiMeter(Meter):
             if first:   # the first report holds stale readings from before the start
                 first = False
                 continue
-            if t0 is None:
-                t0 = now - 4 / self.rate
             for v, a in readings:
                 yield Sample(t0 + n / self.rate, v, a)
                 n += 1

@@ -9,8 +9,8 @@ outside streams. Time is time.monotonic(), shared with the meter drivers.
 The meters serve their real protocols (ugate.meters decodes them): um24c/um25c/um34c and ppk2 on a pty,
 fnirsi kinds on a Unix seqpacket socket that ugate.meters.HidDevice reads as it reads a hidraw node. A
 reading covers the meter's own sample period (its average: the UM and FNIRSI meters' ADCs integrate),
-the PPK2's 10 µs samples carry the marker on logic D0. Readings trail real time by LAG_S so that a
-sample's marks are in before its current is drawn. The virtual meters measure at the chip's 3.3 V
+the PPK2's 10 µs samples carry the marker on logic D0. A reading is drawn once the marks of the
+samples it covers are in (Timeline.ready: a sample's SLEEP mark says how it went), at least LAG_S late. The virtual meters measure at the chip's 3.3 V
 supply, where the datasheet gives the currents.
 
 `ugate meter virtual --kind ppk2 --marks BOARD_DIR/marks.bin --model DIR` prints the meter's path.
@@ -31,7 +31,8 @@ from ugate import UgateError
 from ugate import meters as M
 from ugate.shared import marks as K
 
-LAG_S = 0.3
+LAG_S = 0.02
+HOLD_S = 2.0    # the most a meter waits for a sample's marks
 POLL_S = 0.002   # marks file polled this often: a mark's time is known to about this
 ACK_BYTES = 2   # ACKs the host sends back for a sent sample (ACTIVATIONS and RESULT): their bytes cost link time too
 
@@ -54,6 +55,7 @@ class Timeline:
         self.a = [self.idle]
         self.logic = [0]
         self.open = None         # the sample being marked: [start wall time, opened, nogate, bytes]
+        self.polled = 0.0        # when the file was last read
         self.samples = self.overruns = 0
         self.lock = threading.RLock()
         self.stop_ev = threading.Event()
@@ -68,6 +70,7 @@ class Timeline:
         except FileNotFoundError:
             return
         now = time.monotonic()
+        self.polled = now
         n = len(data) // K.SIZE * K.SIZE
         self.pos += n
         with self.lock:
@@ -123,6 +126,15 @@ class Timeline:
         elif phase == K.STOP:
             self._step(w, self.idle, 0)
 
+    def ready(self, t):
+        """Whether the current up to time t is known: no sample begun before t is still being marked (its
+        SLEEP mark tells how its phases went), and the file was read after t. A board that stalls mid-
+        sample longer than HOLD_S is drawn as it stands."""
+        with self.lock:
+            if self.open is not None and self.open[0] < t:
+                return time.monotonic() - self.open[0] > HOLD_S
+            return self.polled >= t
+
     def at(self, ts):
         """(amps, logic) at times ts (array)."""
         with self.lock:
@@ -171,6 +183,8 @@ class UMServer(_Server):
                 return
             for _ in range(req.count(M.UM_REQUEST)):
                 now = time.monotonic() - LAG_S
+                while not self.tl.ready(now):
+                    time.sleep(POLL_S)
                 amps = self.tl.mean(now - 1 / M.UM_RATE, now)
                 os.write(self.master, M.um_encode(self.kind, self.tl.volts, amps))
 
@@ -222,7 +236,7 @@ class FnirsiServer(_Server):
                     started = True
                     conn.send(M.fnb_encode([(5.0, 0.5)] * 4))   # stale, from before the start
                     t_next = time.monotonic()
-            while started and time.monotonic() - LAG_S >= t_next + 4 * dt:
+            while started and time.monotonic() - LAG_S >= t_next + 4 * dt and self.tl.ready(t_next + 4 * dt):
                 ts = t_next + dt * np.arange(4)
                 rd = [(self.tl.volts, self.tl.mean(a, a + dt)) for a in ts]
                 try:
@@ -295,7 +309,7 @@ class Ppk2Server(_Server):
                     elif c == M.PPK2_STOP:
                         running = False
                     i += 1
-            while running and time.monotonic() - LAG_S >= t_next + self.CHUNK_S:
+            while running and time.monotonic() - LAG_S >= t_next + self.CHUNK_S and self.tl.ready(t_next + self.CHUNK_S):
                 k = int(M.PPK2_RATE * self.CHUNK_S)
                 ts = t_next + (n + np.arange(k) + 0.5) / M.PPK2_RATE - n / M.PPK2_RATE
                 amps, logic = self.tl.at(ts)
