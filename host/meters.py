@@ -321,9 +321,10 @@ def _serial(path, baud):
 
 def _io(path, f, *a):
     import serial
+    import termios
     try:
         return f(*a)
-    except (serial.SerialException, OSError) as e:
+    except (serial.SerialException, OSError, termios.error) as e:   # termios: a port gone under tcflush
         raise MeterError(f"meter on {path}: {e} (unplugged?)") from None
 
 
