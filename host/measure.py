@@ -122,8 +122,8 @@ def window(t0, t1, rate, n, meter_rate):
 
 
 def window_power(t, v, a, w0, w1):
-    """Mean power (W) of the meter readings in [w0, w1], and how many there were."""
-    m = (t >= w0) & (t <= w1)
+    """Mean power (W) of the meter readings in [w0, w1), and how many there were."""
+    m = (t >= w0) & (t < w1)
     if m.sum() < 2:
         return None, int(m.sum())
     return float(np.mean(v[m] * a[m])), int(m.sum())
@@ -132,7 +132,7 @@ def window_power(t, v, a, w0, w1):
 def wakeup_energy(t, v, a, logic, t0, t1, p_sleep, rate):
     """µJ a wake-up above the sleep floor from a fast meter's marker (logic bit 0): the energy while it
     is high, over the number of rising edges. None when the marker never rose."""
-    m = (t >= t0) & (t <= t1) & (logic >= 0)
+    m = (t >= t0) & (t < t1) & (logic >= 0)
     hi = (logic[m].astype(int) & 1) == 1
     rises = int(np.sum(hi[1:] & ~hi[:-1]))
     if not rises:
