@@ -37,4 +37,7 @@ def main(args):
     print(f"\n  through the board and the wire:")
     print(summary(r))
     print(f"\n  plots: {out / 'gate_hist.png'}, {out / 'stop_vs_recall.png'}; reports: metrics.json, export.json, run.json")
+    from ugate import power   # the estimate only (no meter): datasheet + chip model, cheap
+    from ugate.boards import load_board
+    print("  " + power.headline(power.estimate(out, load_board("esp32s3-devkitc-1-uart"), rate=1.0)))
     return 0 if r["mismatches"] == 0 and r["lost"] == 0 else 1
