@@ -63,14 +63,14 @@ class Timeline:
 
     def poll(self):
         """Take the records appended since the last poll (a thread calls this every POLL_S)."""
+        now = time.monotonic()
         try:
             with open(self.path, "rb") as f:
                 f.seek(self.pos)
                 data = f.read()
-        except FileNotFoundError:
+        except FileNotFoundError:   # no stream yet: the board sits awake at its REPL
+            self.polled = now
             return
-        now = time.monotonic()
-        self.polled = now
         n = len(data) // K.SIZE * K.SIZE
         self.pos += n
         with self.lock:
@@ -86,6 +86,7 @@ class Timeline:
                 self.offset = min(self.offset, now - self.dev_t)
             for (phase, flags, sample, ticks, value), t in zip(recs, ts):
                 self._mark(phase, flags, value, t + self.offset)
+            self.polled = now
 
     def _follow(self):
         while not self.stop_ev.wait(POLL_S):
@@ -161,16 +162,30 @@ class _Server(threading.Thread):
         self.join(2)
 
 
-class UMServer(_Server):
+class _PtyServer(_Server):
+    """A serial meter: the client opens .path as it opens the meter's port."""
+
+    def __init__(self, timeline, name):
+        super().__init__(timeline, name)
+        self.master, self.slave = pty.openpty()
+        tty.setraw(self.slave)
+        self.path = os.ttyname(self.slave)
+
+    def close(self):
+        super().close()
+        for fd in (self.master, self.slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class UMServer(_PtyServer):
     """A UM24C/25C/34C on a pty: each 0xF0 gets the 130-byte reply for the last half second."""
 
     def __init__(self, timeline, kind):
         super().__init__(timeline, f"virtual {kind}")
         self.kind = kind
-        self.master, slave = pty.openpty()
-        tty.setraw(slave)
-        self.slave = slave
-        self.path = os.ttyname(slave)
 
     def run(self):
         import select
@@ -187,15 +202,6 @@ class UMServer(_Server):
                     time.sleep(POLL_S)
                 amps = self.tl.mean(now - 1 / M.UM_RATE, now)
                 os.write(self.master, M.um_encode(self.kind, self.tl.volts, amps))
-
-    def close(self):
-        super().close()
-        for fd in (self.master, self.slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
 
 class FnirsiServer(_Server):
     """An FNIRSI meter as a seqpacket socket of 64-byte reports: after AA 81 / AA 82, a data report of
@@ -219,6 +225,7 @@ class FnirsiServer(_Server):
                 continue
             with conn:
                 self._serve(conn)
+
 
     def _serve(self, conn):
         import select
@@ -270,7 +277,7 @@ def ppk2_metadata(cal=PPK2_CAL, vdd=3300):
     return ("\n".join(lines) + "\n").encode()
 
 
-class Ppk2Server(_Server):
+class Ppk2Server(_PtyServer):
     """A PPK2 on a pty: GetMetadata answers PPK2_CAL; after AverageStart, 100 kS/s of 4-byte samples
     (ADC and range from the current, counter, D0 = the board's marker) until AverageStop."""
 
@@ -278,10 +285,6 @@ class Ppk2Server(_Server):
 
     def __init__(self, timeline):
         super().__init__(timeline, "virtual ppk2")
-        self.master, slave = pty.openpty()
-        tty.setraw(slave)
-        self.slave = slave
-        self.path = os.ttyname(slave)
         self.vdd = 3300
         self.sent = 0
 
@@ -322,15 +325,6 @@ class Ppk2Server(_Server):
                 n += k
                 self.sent += k
                 t_next += self.CHUNK_S
-
-    def close(self):
-        super().close()
-        for fd in (self.master, self.slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
 
 VIRTUAL_KINDS = ("um24c", "um25c", "um34c", "fnb48", "fnb48s", "c1", "fnb58", "ppk2")
 
