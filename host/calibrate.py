@@ -67,7 +67,7 @@ def negatives_passed(scores, negatives):
     """Each score as the share of `negatives` scoring at least as high: a scale shared by models
     whose logits differ in offset and spread (0: above every negative)."""
     neg = np.sort(np.asarray(negatives, np.float64))
-    return 1 - np.searchsorted(neg, np.asarray(scores, np.float64), side="left") / max(len(neg), 1)
+    return (len(neg) - np.searchsorted(neg, np.asarray(scores, np.float64), side="left")) / max(len(neg), 1)
 
 
 def cross_fit_threshold(folds, deployed_negatives, target_recall, confidence=SMALL_CONFIDENCE):
