@@ -44,6 +44,12 @@ def recall_bound(n, misses, confidence):
     return float(beta.ppf(1 - confidence, n - misses, misses + 1)) if misses < n else 0.0
 
 
+def recall_upper(n, misses, confidence):
+    """One-sided Clopper-Pearson upper bound on recall after `misses` of n positives were missed."""
+    from scipy.stats import beta
+    return float(beta.ppf(confidence, n - misses + 1, misses)) if misses > 0 else 1.0
+
+
 def promise(n, target_recall, confidence):
     """(misses allowed, promised recall, warning or None) for n calibration positives."""
     if n >= positives_needed(target_recall, confidence):
@@ -51,7 +57,7 @@ def promise(n, target_recall, confidence):
     best = recall_bound(n, 0, confidence)
     return 0, best, (f"{n} calibration positives cannot support {100 * target_recall:g}% gate recall at "
                      f"{100 * confidence:g}% confidence (that needs {positives_needed(target_recall, confidence)}); "
-                     f"the best recall these data can promise is {100 * best:.1f}%: add positives or lower --target-recall")
+                     f"the best recall these data can promise is {100 * best:.2f}%: add positives or lower --target-recall")
 
 
 def calibrate_threshold(gate_logit_of_positives, target_recall, confidence=CONFIDENCE):

@@ -57,7 +57,7 @@ def test_too_few_positives_are_said_plainly():
     assert calibrate.positives_needed(0.99, 0.95) == 299 and calibrate.positives_needed(0.99, 0.9) == 230
     k, promised, warning = calibrate.promise(120, 0.99, 0.95)
     assert k == 0 and promised == pytest.approx(0.05 ** (1 / 120)) and promised < 0.99
-    assert "120 calibration positives" in warning and "299" in warning and f"{100 * promised:.1f}%" in warning
+    assert "120 calibration positives" in warning and "299" in warning and f"{100 * promised:.2f}%" in warning
     k, promised, warning = calibrate.promise(2000, 0.99, 0.95)
     assert warning is None and promised == 0.99 and k >= 10
 
