@@ -131,8 +131,12 @@ def test_audio_background_comes_from_negatives_only():
 
 
 def test_train_states_the_promise(tmp_path, capsys):
-    """digits (36 validation positives) takes the small path: cross-fitted, warned, recorded, plotted."""
-    rc = cli.main(["train", "--dataset", "digits", "--out", str(tmp_path), "--epochs", "1", "--limit", "300"])
+    """A user's .npz with few positives takes the small path: cross-fitted, warned, recorded, plotted."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    np.savez(tmp_path / "mine.npz", x=(d.images[:600] / 16).astype(np.float32), y=d.target[:600])
+    rc = cli.main(["train", "--dataset", str(tmp_path / "mine.npz"), "--positive", "0", "--out", str(tmp_path),
+                   "--epochs", "1"])
     assert rc == 0
     out, err = capsys.readouterr()
     m = json.loads((tmp_path / "metrics.json").read_text())
@@ -143,3 +147,13 @@ def test_train_states_the_promise(tmp_path, capsys):
     assert m["promise_held"] == (m["test_recall"] >= m["promised_recall"])
     assert ("MISSED" in out) == (not m["promise_held"])
     assert (tmp_path / "recall_vs_threshold.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bundled_sets_keep_the_plain_path(tmp_path, capsys):
+    """digits is too small for 99% too, but bundled sets keep their path and figures: only the words change."""
+    assert cli.main(["train", "--dataset", "digits", "--out", str(tmp_path), "--epochs", "1", "--limit", "300"]) == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["calibration"] == "validation split" and not m["augmentation"] and m["confidence"] == 0.9
+    n = m["calibration_positives"]
+    assert 10 <= n < 230 and m["promised_recall"] == pytest.approx(0.1 ** (1 / n))
+    assert f"ugate train: warning: {n} calibration positives" in capsys.readouterr().err
