@@ -30,6 +30,7 @@ class Dataset:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    audio: bool = False        # log-mel features (time along the last axis), not pixels: for augmentation
 
 
 def describe(ds):
@@ -214,4 +215,4 @@ def load(name_or_path, positive=None, seed=0, limit=None, cache_dir=None):
     if std:                                            # one scalar scale for the int8 input
         m, s = float(splits[0][0].mean(dtype=np.float64)), float(splits[0][0].std(dtype=np.float64)) + 1e-6
         splits = [(((x - m) / s).astype(np.float32), y) for x, y in splits]
-    return Dataset(name, ["negative"] + pos, *(a for split in splits for a in split))
+    return Dataset(name, ["negative"] + pos, *(a for split in splits for a in split), audio=std)

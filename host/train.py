@@ -3,6 +3,7 @@ with the joint loss, then the gate threshold calibrated on validation data, then
 the test set. `ugate train --dataset fashion-mnist --out runs/fm` writes the run folder of
 docs/design.md ("Run folder")."""
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ugate import UgateError
+from ugate import UgateError, augment, calibrate
+from ugate.calibrate import CONFIDENCE, calibrate_threshold, misses_allowed  # noqa: F401 (callers import them here)
 from ugate.model import Net, NetConfig, _out_shape, gated_from_baseline, save
 
 # Defaults, tuned on fashion-mnist ("bag" positive): a default run takes ~100 s on 2 cores.
@@ -23,7 +25,7 @@ ALPHA = 1.0         # gate BCE weight
 POS_WEIGHT = 5.0    # positives weigh more in the gate BCE: a missed positive is the costly error
 RANK = 1.0          # pairwise loss: every negative below every positive in a batch
 BETA = 8.0          # sparsity: L1 on the compressed activations (fashion-mnist zeros: 2 -> 96%, 4 -> 97%, 8 -> 97-98%)
-CONFIDENCE = 0.9    # the gate threshold keeps recall >= target on unseen data with about this probability
+MAX_FOLDS = 5       # small sets: cross-fitted models (the deployed one is fold 0), CPU grows with it
 KEYS = ("baseline_accuracy", "gated_accuracy", "negatives_stopped", "gate_recall", "positive_zeros", "threshold")
 
 
@@ -36,27 +38,6 @@ def system_metrics(y, pred, gate_logit, threshold, act):
             "negatives_stopped": float(1 - opened[~pos].mean()) if (~pos).any() else float("nan"),
             "gate_recall": float(opened[pos].mean()) if pos.any() else float("nan"),
             "positive_zeros": float((np.asarray(act)[pos] == 0).mean()) if pos.any() else float("nan")}
-
-
-def misses_allowed(n, target_recall, confidence=CONFIDENCE):
-    """How many of n calibration positives may fall below the threshold: the largest k with
-    P(Binomial(n, 1 - target) <= k) <= 1 - confidence, i.e. seeing only k misses rejects "recall
-    below target" at that confidence. Unlike a fixed margin it scales with n: a few hundred
-    positives allow almost no misses, many thousands allow nearly n * (1 - target)."""
-    from scipy.stats import binom
-    k = int(binom.ppf(1 - confidence, n, 1 - target_recall))
-    while k >= 0 and binom.cdf(k, n, 1 - target_recall) > 1 - confidence:
-        k -= 1
-    return max(k, 0)   # too few positives for the bound: keep every one of them open
-
-
-def calibrate_threshold(gate_logit_of_positives, target_recall, confidence=CONFIDENCE):
-    """The highest threshold (gate open when logit >= threshold) that leaves at most
-    misses_allowed(n, target_recall, confidence) of these n positives below it."""
-    s = np.sort(np.asarray(gate_logit_of_positives, dtype=np.float64))
-    if not len(s):
-        raise UgateError("no positive samples to calibrate the gate threshold on; check --positive")
-    return float(s[misses_allowed(len(s), target_recall, confidence)])
 
 
 def _batches(n, batch, gen):
@@ -114,6 +95,44 @@ def predict(net, x, batch=1024):
     return cat(0), cat(1), cat(2)
 
 
+def _augmented(loss_fn, aug, seed):
+    if aug is None:
+        return loss_fn
+    gen = torch.Generator().manual_seed(seed + 1000)
+    return lambda net, x, y: loss_fn(net, aug(x, y, gen), y)
+
+
+def _fit_pair(cfg, x, y, epochs, seed, quiet, loss_opts, aug=None, tag=""):
+    """The baseline, then the gated model from its weights (the joint loss): (baseline, gated)."""
+    base = _fit(Net(cfg), x, y, epochs, _augmented(task_loss, aug, seed), f"baseline{tag}", seed, quiet=quiet)
+    gated = _fit(gated_from_baseline(base), x, y, epochs,
+                 _augmented(lambda n, x, y: joint_loss(n, x, y, **loss_opts), aug, seed + 1), f"gated{tag}", seed + 1, quiet=quiet)
+    return base, gated
+
+
+def _folds(y, k, rng):
+    """Indices of y in k stratified parts."""
+    parts = [[] for _ in range(k)]
+    for c in np.unique(y):
+        for j, p in enumerate(np.array_split(rng.permutation(np.flatnonzero(y == c)), k)):
+            parts[j].append(p)
+    return [np.sort(np.concatenate(p)) for p in parts]
+
+
+def cross_fit(ds, cfg, epochs, seed, quiet, loss_opts, aug, net):
+    """Out-of-fold gate scores [(positives, negatives)] covering every train+val sample once: fold 0
+    is val, scored by `net` (trained on train: the deployed model); train is cut into the other folds,
+    each scored by a pair trained on train+val without it."""
+    k = min(MAX_FOLDS, max(2, round((len(ds.y_train) + len(ds.y_val)) / len(ds.y_val))))
+    x_all, y_all = torch.as_tensor(np.concatenate([ds.x_train, ds.x_val])), torch.as_tensor(np.concatenate([ds.y_train, ds.y_val]))
+    scored = [(ds.y_val, predict(net, ds.x_val)[1].numpy())]
+    for j, part in enumerate(_folds(ds.y_train, k - 1, np.random.default_rng([seed, 11])), 1):
+        keep = np.setdiff1d(np.arange(len(y_all)), part)
+        _, g = _fit_pair(cfg, x_all[keep], y_all[keep], epochs, seed + 10 * j, quiet, loss_opts, aug, f" fold {j + 1}/{k}")
+        scored.append((ds.y_train[part], predict(g, ds.x_train[part])[1].numpy()))
+    return [(g[y > 0], g[y == 0]) for y, g in scored]
+
+
 def default_epochs(n_train):
     return max(1, min(MAX_EPOCHS, round(STEPS / -(-n_train // BATCH))))
 
@@ -141,13 +160,28 @@ def train(dataset, out_dir, epochs=None, target_recall=0.99, split=2, seed=0, po
     xtr, ytr = torch.as_tensor(ds.x_train), torch.as_tensor(ds.y_train)
     epochs = epochs or default_epochs(len(xtr))
 
-    base = _fit(Net(cfg), xtr, ytr, epochs, task_loss, "baseline", seed, quiet=quiet)
+    # users' small sets (too few validation positives for the target): augmentation and cross-fitted
+    # calibration (docs/design.md, "Small data"); large ones and the bundled sets keep the plain path
+    small = (ds.name not in data.DATASETS
+             and int((ds.y_val > 0).sum()) < calibrate.positives_needed(target_recall, confidence))
+    aug = augment.for_data(ds.audio) if small else None
+    base, net = _fit_pair(cfg, xtr, ytr, epochs, seed, quiet, loss_opts, aug)
     save(base, out / "baseline.pt")
-    net = _fit(gated_from_baseline(base), xtr, ytr, epochs, lambda n, x, y: joint_loss(n, x, y, **loss_opts),
-               "gated", seed + 1, quiet=quiet)
 
-    _, g_val, _ = predict(net, ds.x_val)
-    threshold = calibrate_threshold(g_val.numpy()[ds.y_val > 0], target_recall, confidence)
+    g_val = predict(net, ds.x_val)[1].numpy()
+    if small:
+        folds = cross_fit(ds, cfg, epochs, seed, quiet, loss_opts, aug, net)
+        neg0 = g_val[ds.y_val == 0]
+        threshold, cal = calibrate.cross_fit_threshold(folds, neg0, target_recall)
+        # every out-of-fold positive on the deployed model's scale, for the plot only
+        cal_pos = np.quantile(neg0, np.clip(1 - np.concatenate([calibrate.negatives_passed(p, n) for p, n in folds]), 0, 1))
+        cal["calibration"] = f"cross-fit, {len(folds)} folds of train+val"
+    else:
+        cal_pos = g_val[ds.y_val > 0]
+        threshold = calibrate_threshold(cal_pos, target_recall, confidence)
+        k, promised, warning = calibrate.promise(len(cal_pos), target_recall, confidence)
+        cal = {"promised_recall": promised, "confidence": confidence, "calibration_positives": len(cal_pos),
+               "misses_allowed": k, "warning": warning, "calibration": "validation split"}
     logits, gate, act = predict(net, ds.x_test)
     base_pred = predict(base, ds.x_test)[0].argmax(1).numpy()
     m = {"dataset": ds.name, "split": split, "seed": seed, "epochs": epochs, "target_recall": target_recall,
@@ -158,6 +192,9 @@ def train(dataset, out_dir, epochs=None, target_recall=0.99, split=2, seed=0, po
     g, y = gate.numpy(), ds.y_test
     plots.gate_hist(g[y > 0], g[y == 0], threshold, out / "gate_hist.png")
     plots.stop_vs_recall(g[y > 0], g[y == 0], threshold, out / "stop_vs_recall.png")
+    plots.recall_vs_threshold(cal_pos, g[y > 0], threshold, cal["promised_recall"], cal["confidence"], out / "recall_vs_threshold.png")
+    m.update(cal, augmentation=bool(small), test_recall=m["gate_recall"],
+             target_met=bool(m["gate_recall"] >= target_recall), promise_held=bool(m["gate_recall"] >= cal["promised_recall"]))
     m["wall_s"] = round(time.time() - t0, 1)
     (out / "metrics.json").write_text(json.dumps(m, indent=1) + "\n")
     return m
@@ -170,6 +207,25 @@ def table(m):
             ("zeros on positives", pct("positive_zeros")), ("gate threshold", f"{m['threshold']:8.3f}"),
             ("wall time", f"{m['wall_s']:6.1f} s")]
     return "\n".join(f"  {k:<20}{v}" for k, v in rows)
+
+
+def summary(m):
+    """The promise and the test split's verdict on it, in words."""
+    yield (f"  promised gate recall {100 * m['promised_recall']:.2f}% at {100 * m['confidence']:g}% confidence, "
+           f"from {m['calibration_positives']} calibration positives ({m['calibration']})")
+    if not m["promise_held"]:
+        n, hit = m["n_test_positives"], round(m["test_recall"] * m["n_test_positives"])
+        upper = calibrate.recall_upper(n, n - hit, m["confidence"])
+        yield (f"  MISSED: the test split's gate recall {100 * m['test_recall']:.1f}% ({hit} of {n} positives) is below "
+               f"the promised {100 * m['promised_recall']:.2f}%; " + (
+                   f"so few test positives leave it {100 * upper:.1f}% at most ({100 * m['confidence']:g}% confidence), "
+                   "so this alone does not break the promise" if upper >= m["promised_recall"] else
+                   f"even its {100 * m['confidence']:g}% upper bound, {100 * upper:.1f}%, is: the promise failed on these data"))
+    elif not m["target_met"]:
+        yield (f"  the test split's gate recall {100 * m['test_recall']:.1f}% is below the requested "
+               f"{100 * m['target_recall']:.1f}%, as the promise warned")
+    else:
+        yield f"  the test split's gate recall {100 * m['test_recall']:.1f}% meets the target"
 
 
 def add_arguments(p):
@@ -191,3 +247,7 @@ def main(args):
     print(f"{m['dataset']}: GC layer after block {m['split']}, {m['n_test']} test samples "
           f"({m['n_test_positives']} positive) -> {args.out}")
     print(table(m))
+    for line in summary(m):
+        print(line)
+    if m.get("warning"):
+        print(f"ugate train: warning: {m['warning']}", file=sys.stderr)

@@ -1,0 +1,147 @@
+"""The gate on user-style small folders (issue 11): make them, then `ugate train` each across seeds.
+
+    .venv/bin/python bench/small_data.py [--seeds 0 1 2] [--folders images wavs] [--cache DIR] [--epochs N]
+
+Folders are generated once under --cache (default ~/.cache/ugate/small-data), never in git:
+- images: 3,000 Fashion-MNIST training images as PNG in two class folders, "sneaker" (12%, the
+  positive; the bundled runs use "bag") and "other". Fashion-MNIST is the only image set installed
+  offline here (Debian has no other image dataset; scikit-learn's digits are 1,797 8x8 images).
+- wavs: 1,200 one-second 16 kHz WAV clips, "computer" (20%, the positive) and "other" (12 other
+  words, some close to it, Asterisk speech crops, noise), synthesized unlike the bundled keywords
+  set: espeak-ng voices of other languages reading English (German, French, Spanish, ...), other
+  voice variants (klatt, whisper, croak, ...), slower/faster speech, and real speech or hum as the
+  background instead of coloured noise.
+
+Targets per seed: test gate recall >= the promised recall (or the warning printed), gated accuracy
+within 0.005 of the baseline, negatives stopped >= 0.96, zeros on positives >= 0.97."""
+import argparse
+import multiprocessing
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ugate import data, keywords
+from ugate.train import train
+
+N_IMAGES, IMAGE_POSITIVE, IMAGE_POS_FRAC = 3000, "sneaker", 0.12
+KEYWORD = "computer"
+OTHER_WORDS = ("commuter", "compute", "camera", "cucumber", "hello", "weather", "music", "lights", "timer",
+               "cancel", "tomorrow", "pepper")
+VOICES = ("de", "fr", "es", "it", "nl", "pl", "sv", "pt", "cs", "hu")
+VARIANTS = ("", "+klatt", "+klatt2", "+klatt3", "+whisper", "+croak", "+f5", "+m8", "+Andy", "+iven", "+grandma", "+john")
+CLIPS = {"keyword": 240, "word": 60, "speech": 150, "noise": 90}    # 240 + 12 * 60 + 150 + 90 = 1,200
+SR = keywords.SR
+
+
+def make_images(folder, seed=0):
+    from PIL import Image
+    x, c, names, _, _ = data._fashion()
+    rng = np.random.default_rng(seed)
+    pos = names.index(IMAGE_POSITIVE)
+    n_pos = round(N_IMAGES * IMAGE_POS_FRAC)
+    pick = np.concatenate([rng.choice(np.flatnonzero(c == pos), n_pos, replace=False),
+                           rng.choice(np.flatnonzero(c != pos), N_IMAGES - n_pos, replace=False)])
+    for i in tqdm(pick, desc="images", unit="img"):
+        d = folder / (IMAGE_POSITIVE if c[i] == pos else "other")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((x[i, 0] * 255).round().astype(np.uint8)).save(d / f"{i:05d}.png")
+
+
+def _speak(word, rng):
+    voice = rng.choice(VOICES) + rng.choice(VARIANTS)
+    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(rng.integers(90, 260)), "-p", str(rng.integers(0, 99)),
+                          "--stdout", word], capture_output=True, check=True).stdout
+    sox = ["sox", "-R", "-t", "wav", "-", "-t", "raw", "-e", "floating-point", "-b", "32", "-c", "1", "-r", str(SR), "-"]
+    a = np.frombuffer(subprocess.run(sox, input=wav, capture_output=True, check=True).stdout, np.float32)
+    loud = np.flatnonzero(np.abs(a) > 0.02 * np.abs(a).max())
+    return a[loud[0]:loud[-1] + 1][:SR]
+
+
+def _speech_crop(rng):
+    a = keywords.read_wav(keywords.speech_files()[rng.integers(len(keywords.speech_files()))])
+    return keywords.fit(a[rng.integers(max(1, len(a) - SR + 1)):])
+
+
+def _background(rng):
+    """Real speech (babble) or mains hum with a little hiss, unit RMS."""
+    if rng.random() < 0.6:
+        b = _speech_crop(rng)
+    else:
+        t = np.arange(SR) / SR
+        f = rng.choice([50.0, 60.0])
+        b = sum(np.sin(2 * np.pi * f * h * t + rng.uniform(0, 6.3)) / h for h in (1, 2, 3)) + 0.1 * rng.standard_normal(SR)
+    return b / (np.sqrt(np.mean(b ** 2)) + 1e-9)
+
+
+def _clip(job):
+    kind, word, i = job
+    rng = np.random.default_rng([7, i])
+    if kind == "noise":
+        x = _background(rng) * rng.uniform(0.003, 0.2)
+    else:
+        a = _speech_crop(rng) if kind == "speech" else _speak(word, rng)
+        x = np.zeros(SR)
+        at = rng.integers(SR - len(a) + 1)
+        x[at:at + len(a)] = a * rng.uniform(0.1, 0.9) / (np.abs(a).max() + 1e-9)
+        rms = np.sqrt(np.mean(x[at:at + len(a)] ** 2)) + 1e-9
+        x += _background(rng) * rms * 10 ** (-rng.uniform(0, 20) / 20)       # SNR 0..20 dB
+    return (np.clip(x, -1, 1) * 32767).astype(np.int16)
+
+
+def make_wavs(folder):
+    from scipy.io import wavfile
+    jobs = ([("keyword", KEYWORD, i) for i in range(CLIPS["keyword"])]
+            + [("word", w, 0) for w in OTHER_WORDS for _ in range(CLIPS["word"])]
+            + [("speech", "", 0)] * CLIPS["speech"] + [("noise", "", 0)] * CLIPS["noise"])
+    jobs = [(k, w, i) for i, (k, w, _) in enumerate(jobs)]
+    with multiprocessing.Pool(min(2, os.cpu_count() or 1)) as pool:
+        for (kind, _, i), clip in zip(jobs, tqdm(pool.imap(_clip, jobs, chunksize=8), total=len(jobs), desc="wavs", unit="clip")):
+            d = folder / (KEYWORD if kind == "keyword" else "other")
+            d.mkdir(parents=True, exist_ok=True)
+            wavfile.write(d / f"{i:05d}.wav", SR, clip)
+
+
+FOLDERS = {"images": (make_images, IMAGE_POSITIVE), "wavs": (make_wavs, KEYWORD)}
+
+
+def folder(name, cache):
+    path = Path(cache) / name
+    if not (path / ".complete").exists():
+        FOLDERS[name][0](path)
+        (path / ".complete").touch()
+    return path
+
+
+def targets(m):
+    promise = m["promise_held"] or bool(m.get("warning"))
+    acc = m["gated_accuracy"] >= m["baseline_accuracy"] - 0.005
+    return {"promise": promise, "accuracy": acc, "stopped": m["negatives_stopped"] >= 0.96, "zeros": m["positive_zeros"] >= 0.97}
+
+
+def main(argv=None):
+    import torch
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--folders", nargs="+", default=list(FOLDERS), choices=list(FOLDERS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "ugate" / "small-data"))
+    p.add_argument("--out", default="runs/small-data", help="parent of the run folders")
+    p.add_argument("--epochs", type=int, help="epochs per phase (default: the trainer's)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    cols = ("promised_recall", "test_recall", "negatives_stopped", "positive_zeros", "baseline_accuracy", "gated_accuracy")
+    print(f"{'folder':<8}{'seed':>5}{'cal.pos':>8}" + "".join(f"{c[:16]:>18}" for c in cols) + "  warned  targets missed")
+    for name in args.folders:
+        path = folder(name, args.cache)
+        for seed in args.seeds:
+            m = train(path, f"{args.out}/{name}-{seed}", epochs=args.epochs, seed=seed, positive=FOLDERS[name][1], quiet=True)
+            missed = [k for k, ok in targets(m).items() if not ok]
+            print(f"{name:<8}{seed:>5}{m['calibration_positives']:>8}" + "".join(f"{m[c]:>18.4f}" for c in cols)
+                  + f"  {'yes' if m.get('warning') else 'no':>6}  {', '.join(missed) or 'none'}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
