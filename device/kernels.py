@@ -24,12 +24,18 @@ import micropython
 
 @micropython.viper
 def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
-    # p: cin, h, w, cout, stride, ho, wo, relu, then prepare()'s offsets into w: weights, pad, col.
-    # 3x3, zero padding 1. w holds: 128 * sum(u) a pixel of one output row (int32); v = w + 128
-    # [cout][cin][9] (unsigned); the input as u = x + 128 (cin, h+2, w+2) with a border of 128 (a
-    # zero); one output row's windows (wo x cin x 9). b holds C = bias + round - 128 * sum(w).
-    # Then sum(w x) = sum(v u) - 128 sum(u): no load needs a sign extension. Viper keeps only its
-    # first two locals in registers, so x and y are reused as the two pointers each hot loop walks.
+    # p: cin, h, w, cout, stride, ho, wo, relu, then prepare()'s offsets into w: weights, pad, col,
+    # pairs, lane biases, lanes, and the pairs a window (np). 3x3, zero padding 1. Two paths, exact
+    # both; the input copy (1.) picks one:
+    # - any input < 0 (a first layer): u = x + 128, v = w + 128, sum(w x) = sum(v u) - 128 sum(u)
+    #   - 128 sum(w) (the last term is in b), one MAC a multiply.
+    # - all inputs >= 0 (after a relu): two MACs a multiply. A window is np 32-bit words of two taps
+    #   X = x0 + x1 << 16 (16-bit lanes), the weights np words V = v1 + v0 << 16, so
+    #   X V = x0 v1 + (x0 v0 + x1 v1) << 16 + x1 v0 << 32; x <= 127 and v <= 255 keep x0 v1 and
+    #   x0 v0 + x1 v1 below 2^16, so (X V >> 16) & 0xffff is the pair's dot on 32- and 64-bit words
+    #   alike. sum(w x) = sum(v x) - 128 sum(x); the lane biases hold bias + round.
+    # Viper keeps only its first two locals in registers, so x and y are the pointers each hot loop
+    # walks (cast to ptr32 where a loop reads words: a cast costs no instruction).
     cin = p[0]
     h = p[1]
     wd = p[2]
@@ -43,76 +49,143 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     src = x
     dst = y
     sp = ptr32(w)
-    wt = int(w) + p[8]
     pad = int(w) + p[9]
-    col = int(w) + p[10]
     k = cin * 9
     pw = wd + 2
     plane = (h + 2) * pw
-    x = src                                         # 1. the input, unsigned, into the padded copy
+    step = plane - 2 * pw
+    neg = 0
+    x = src                                         # 1. the input into the zero-bordered copy
     for ci in range(cin):
         r = pad + ci * plane + pw + 1
         for iy in range(h):
             y = ptr8(r)
             for ix in range(wd):
-                y[ix] = x[ix] ^ 0x80
+                v = x[ix]
+                y[ix] = v
+                neg |= v
             x = ptr8(int(x) + wd)
             r += pw
-    step = plane - 2 * pw
     q = 0
+    if neg & 0x80:
+        wt = int(w) + p[8]
+        col = int(w) + p[10]
+        for oy in range(ho):
+            x = ptr8(col)                           # 2. the row's windows as u, one after the other
+            for ox in range(wo):
+                y = ptr8(pad + oy * st * pw + ox * st)
+                su = 0
+                n = cin
+                while n:
+                    x[0] = y[0] ^ 0x80
+                    x[1] = y[1] ^ 0x80
+                    x[2] = y[2] ^ 0x80
+                    y = ptr8(int(y) + pw)
+                    x[3] = y[0] ^ 0x80
+                    x[4] = y[1] ^ 0x80
+                    x[5] = y[2] ^ 0x80
+                    y = ptr8(int(y) + pw)
+                    x[6] = y[0] ^ 0x80
+                    x[7] = y[1] ^ 0x80
+                    x[8] = y[2] ^ 0x80
+                    su += x[0] + x[1] + x[2] + x[3] + x[4] + x[5] + x[6] + x[7] + x[8]
+                    x = ptr8(int(x) + 9)
+                    y = ptr8(int(y) + step)
+                    n -= 1
+                sp[ox] = su << 7
+            o = q
+            wc = wt
+            for co in range(cout):                  # 3. each output channel's dots with the row
+                c = ((b[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | b[2 * co]
+                sh = s[co]
+                x = ptr8(col)
+                for ox in range(wo):
+                    y = ptr8(wc)
+                    acc = c - sp[ox]
+                    n = cin
+                    while n > 1:                    # two input channels a pass: less loop per MAC
+                        acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
+                                x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8] + x[9] * y[9] +
+                                x[10] * y[10] + x[11] * y[11] + x[12] * y[12] + x[13] * y[13] +
+                                x[14] * y[14] + x[15] * y[15] + x[16] * y[16] + x[17] * y[17])
+                        x = ptr8(int(x) + 18)
+                        y = ptr8(int(y) + 18)
+                        n -= 2
+                    while n:                        # an odd one (a loop, not an if: the cycle model counts loops)
+                        acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
+                                x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8])
+                        x = ptr8(int(x) + 9)
+                        n = 0
+                    acc >>= sh                      # arithmetic shift
+                    if acc < lo:
+                        acc = lo
+                    elif acc > 127:
+                        acc = 127
+                    dst[o + ox] = acc
+                wc += k
+                o += ho * wo
+            q += wo
+        return
+    wt = int(w) + p[11]
+    lb = ptr16(int(w) + p[12])
+    col = int(w) + p[13]
+    np = p[14]
+    skip = 4 * np - 2 * k                           # the zero lane that pads an odd k
     for oy in range(ho):
-        x = ptr8(col)                               # 2. the row's windows, one after the other
+        x = ptr8(col)                               # 2. the row's windows as 16-bit lanes (high bytes stay 0)
         for ox in range(wo):
             y = ptr8(pad + oy * st * pw + ox * st)
             su = 0
             n = cin
             while n:
                 x[0] = y[0]
-                x[1] = y[1]
-                x[2] = y[2]
-                y = ptr8(int(y) + pw)
-                x[3] = y[0]
-                x[4] = y[1]
-                x[5] = y[2]
+                x[2] = y[1]
+                x[4] = y[2]
                 y = ptr8(int(y) + pw)
                 x[6] = y[0]
-                x[7] = y[1]
-                x[8] = y[2]
-                su += x[0] + x[1] + x[2] + x[3] + x[4] + x[5] + x[6] + x[7] + x[8]
-                x = ptr8(int(x) + 9)
+                x[8] = y[1]
+                x[10] = y[2]
+                y = ptr8(int(y) + pw)
+                x[12] = y[0]
+                x[14] = y[1]
+                x[16] = y[2]
+                su += x[0] + x[2] + x[4] + x[6] + x[8] + x[10] + x[12] + x[14] + x[16]
+                x = ptr8(int(x) + 18)
                 y = ptr8(int(y) + step)
                 n -= 1
+            x = ptr8(int(x) + skip)
             sp[ox] = su << 7
         o = q
         wc = wt
         for co in range(cout):                      # 3. each output channel's dots with the row
-            c = ((b[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | b[2 * co]
+            c = ((lb[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | lb[2 * co]
             sh = s[co]
             x = ptr8(col)
             for ox in range(wo):
                 y = ptr8(wc)
                 acc = c - sp[ox]
-                n = cin
-                while n > 1:                        # two input channels a pass: less loop per MAC
-                    acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
-                            x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8] + x[9] * y[9] +
-                            x[10] * y[10] + x[11] * y[11] + x[12] * y[12] + x[13] * y[13] +
-                            x[14] * y[14] + x[15] * y[15] + x[16] * y[16] + x[17] * y[17])
-                    x = ptr8(int(x) + 18)
-                    y = ptr8(int(y) + 18)
-                    n -= 2
-                while n:                            # an odd one (a loop, not an if: the cycle model counts loops)
-                    acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
-                            x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8])
-                    x = ptr8(int(x) + 9)
-                    n = 0
+                n = np
+                while n > 8:                        # nine pairs (two input channels) a pass
+                    acc += (((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[1]) >> 16) & 0xffff) + \
+                        (((ptr32(x)[2] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[3]) >> 16) & 0xffff) + \
+                        (((ptr32(x)[4] * ptr32(y)[4]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[5]) >> 16) & 0xffff) + \
+                        (((ptr32(x)[6] * ptr32(y)[6]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[7]) >> 16) & 0xffff) + \
+                        (((ptr32(x)[8] * ptr32(y)[8]) >> 16) & 0xffff)
+                    x = ptr8(int(x) + 36)
+                    y = ptr8(int(y) + 36)
+                    n -= 9
+                while n:
+                    acc += ((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff
+                    x = ptr8(int(x) + 4)
+                    y = ptr8(int(y) + 4)
+                    n -= 1
                 acc >>= sh                          # arithmetic shift
                 if acc < lo:
                     acc = lo
                 elif acc > 127:
                     acc = 127
                 dst[o + ox] = acc
-            wc += k
+            wc += 4 * np
             o += ho * wo
         q += wo
 
@@ -284,21 +357,28 @@ def prepare(op, w, b, s, p):
         return w, b, s, p
     cin, h, wd, cout, wo = p[0], p[1], p[2], p[3], p[6]
     k = 9 * cin
-    at_w = 4 * wo
+    np = (k + 1) // 2                               # two taps a 32-bit word, a zero tap pads an odd k
+    at_pk = 4 * wo                                  # after room for 128 * sum of each window (int32)
+    at_lb = at_pk + 4 * cout * np
+    at_col16 = at_lb + 4 * cout
+    at_w = at_col16 + 4 * np * wo
     at_pad = at_w + cout * k
-    at_col = at_pad + cin * (h + 2) * (wd + 2)
+    at_col = at_pad + cin * (h + 2) * (wd + 2)      # the border stays 0; conv_v fills the inside
     lay = bytearray(at_col + k * wo)
-    for i in range(cout * k):
-        lay[at_w + i] = w[i] ^ 0x80                 # int8 byte -> w + 128
-    for i in range(at_pad, at_col):
-        lay[i] = 128                                # the border stays 128 (a zero); conv_v fills the inside
     c = array("i", bytes(4 * cout))
     for co in range(cout):
         sw = 0
-        for i in range(co * k, co * k + k):
-            sw += (w[i] ^ 0x80) - 0x80
-        c[co] = _bias(b, co) + ((1 << s[co]) >> 1) - 128 * sw
-    return lay, c, s, array("i", list(p) + [at_w, at_pad, at_col])
+        for i in range(k):
+            v = w[co * k + i] ^ 0x80                # int8 byte -> v = w + 128
+            lay[at_w + co * k + i] = v
+            at = at_pk + 4 * (co * np + (i >> 1)) + (0 if i & 1 else 2)
+            lay[at] = v                             # V = v1 + v0 << 16
+            sw += v - 128
+        r = _bias(b, co) + ((1 << s[co]) >> 1)
+        c[co] = r - 128 * sw
+        for i in range(4):
+            lay[at_lb + 4 * co + i] = (r >> 8 * i) & 0xff
+    return lay, c, s, array("i", list(p) + [at_w, at_pad, at_col, at_pk, at_lb, at_col16, np])
 
 
 # in blob op order (blob.CONV == 1 ...), then dense over an int16 src
