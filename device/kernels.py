@@ -54,20 +54,34 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     pw = wd + 2
     plane = (h + 2) * pw
     step = plane - 2 * pw
+    hi = 127 - lo
+    x = src                                         # 1. any negative input? (sign bits, a word at a time)
     neg = 0
-    x = src                                         # 1. the input into the zero-bordered copy
+    n = cin * h * wd
+    while n and int(x) & 3:
+        neg |= x[0]
+        x = ptr8(int(x) + 1)
+        n -= 1
+    while n > 15:
+        neg |= ptr32(x)[0] | ptr32(x)[1] | ptr32(x)[2] | ptr32(x)[3]
+        x = ptr8(int(x) + 16)
+        n -= 16
+    while n:
+        neg |= x[0]
+        x = ptr8(int(x) + 1)
+        n -= 1
+    neg = (neg >> 7) & 0x01010101
+    x = src                                         # the input into the zero-bordered copy
     for ci in range(cin):
         r = pad + ci * plane + pw + 1
         for iy in range(h):
             y = ptr8(r)
             for ix in range(wd):
-                v = x[ix]
-                y[ix] = v
-                neg |= v
+                y[ix] = x[ix]
             x = ptr8(int(x) + wd)
             r += pw
     q = 0
-    if neg & 0x80:
+    if neg or p[14] == 0:                 # a negative input, or too many pairs for 16-bit lane sums
         wt = int(w) + p[8]
         col = int(w) + p[10]
         for oy in range(ho):
@@ -130,12 +144,11 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     lb = ptr16(int(w) + p[12])
     col = int(w) + p[13]
     np = p[14]
-    skip = 4 * np - 2 * k                           # the zero lane that pads an odd k
+    skip = 4 * np - 2 * k                           # the zero lanes that pad k to 18s
     for oy in range(ho):
         x = ptr8(col)                               # 2. the row's windows as 16-bit lanes (high bytes stay 0)
         for ox in range(wo):
             y = ptr8(pad + oy * st * pw + ox * st)
-            su = 0
             n = cin
             while n:
                 x[0] = y[0]
@@ -149,12 +162,19 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                 x[12] = y[0]
                 x[14] = y[1]
                 x[16] = y[2]
-                su += x[0] + x[2] + x[4] + x[6] + x[8] + x[10] + x[12] + x[14] + x[16]
                 x = ptr8(int(x) + 18)
                 y = ptr8(int(y) + step)
                 n -= 1
             x = ptr8(int(x) + skip)
-            sp[ox] = su << 7
+        x = ptr8(col)                               # 128 * sum of each window, a word (two lanes) at a time
+        for ox in range(wo):                        # (prepare() keeps 127 * np, a lane's sum, below 2^16)
+            su = 0
+            n = np
+            while n:
+                su += (ptr32(x)[0] + ptr32(x)[1] + ptr32(x)[2] + ptr32(x)[3] + ptr32(x)[4] + ptr32(x)[5] + ptr32(x)[6] + ptr32(x)[7] + ptr32(x)[8])
+                x = ptr8(int(x) + 36)
+                n -= 9
+            sp[ox] = ((su & 0xffff) + (su >> 16)) << 7
         o = q
         wc = wt
         for co in range(cout):                      # 3. each output channel's dots with the row
@@ -165,25 +185,43 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                 y = ptr8(wc)
                 acc = c - sp[ox]
                 n = np
-                while n > 8:                        # nine pairs (two input channels) a pass
-                    acc += (((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[1]) >> 16) & 0xffff) + \
-                        (((ptr32(x)[2] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[3]) >> 16) & 0xffff) + \
-                        (((ptr32(x)[4] * ptr32(y)[4]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[5]) >> 16) & 0xffff) + \
-                        (((ptr32(x)[6] * ptr32(y)[6]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[7]) >> 16) & 0xffff) + \
-                        (((ptr32(x)[8] * ptr32(y)[8]) >> 16) & 0xffff)
+                while n > 35:                       # 36 pairs (eight input channels) a pass
+                    acc += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[1]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[3]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[4]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[5]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[6]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[7]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[9]) >> 16) & 0xffff) +
+                        (((ptr32(x)[10] * ptr32(y)[10]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[11]) >> 16) & 0xffff) +
+                        (((ptr32(x)[12] * ptr32(y)[12]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[13]) >> 16) & 0xffff) +
+                        (((ptr32(x)[14] * ptr32(y)[14]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[15]) >> 16) & 0xffff) +
+                        (((ptr32(x)[16] * ptr32(y)[16]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[17]) >> 16) & 0xffff) +
+                        (((ptr32(x)[18] * ptr32(y)[18]) >> 16) & 0xffff) + (((ptr32(x)[19] * ptr32(y)[19]) >> 16) & 0xffff) +
+                        (((ptr32(x)[20] * ptr32(y)[20]) >> 16) & 0xffff) + (((ptr32(x)[21] * ptr32(y)[21]) >> 16) & 0xffff) +
+                        (((ptr32(x)[22] * ptr32(y)[22]) >> 16) & 0xffff) + (((ptr32(x)[23] * ptr32(y)[23]) >> 16) & 0xffff) +
+                        (((ptr32(x)[24] * ptr32(y)[24]) >> 16) & 0xffff) + (((ptr32(x)[25] * ptr32(y)[25]) >> 16) & 0xffff) +
+                        (((ptr32(x)[26] * ptr32(y)[26]) >> 16) & 0xffff) + (((ptr32(x)[27] * ptr32(y)[27]) >> 16) & 0xffff) +
+                        (((ptr32(x)[28] * ptr32(y)[28]) >> 16) & 0xffff) + (((ptr32(x)[29] * ptr32(y)[29]) >> 16) & 0xffff) +
+                        (((ptr32(x)[30] * ptr32(y)[30]) >> 16) & 0xffff) + (((ptr32(x)[31] * ptr32(y)[31]) >> 16) & 0xffff) +
+                        (((ptr32(x)[32] * ptr32(y)[32]) >> 16) & 0xffff) + (((ptr32(x)[33] * ptr32(y)[33]) >> 16) & 0xffff) +
+                        (((ptr32(x)[34] * ptr32(y)[34]) >> 16) & 0xffff) + (((ptr32(x)[35] * ptr32(y)[35]) >> 16) & 0xffff))
+                    x = ptr8(int(x) + 144)
+                    y = ptr8(int(y) + 144)
+                    n -= 36
+                while n:                            # nine pairs (two input channels; prepare() pads np to 9s)
+                    acc += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[1]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[3]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[4]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[5]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[6]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[7]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[8]) >> 16) & 0xffff))
                     x = ptr8(int(x) + 36)
                     y = ptr8(int(y) + 36)
                     n -= 9
-                while n:
-                    acc += ((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff
-                    x = ptr8(int(x) + 4)
-                    y = ptr8(int(y) + 4)
-                    n -= 1
                 acc >>= sh                          # arithmetic shift
-                if acc < lo:
-                    acc = lo
-                elif acc > 127:
-                    acc = 127
+                if uint(acc - lo) > uint(hi):       # outside [lo, 127]: one compare in the common case
+                    if acc < lo:
+                        acc = lo
+                    else:
+                        acc = 127
                 dst[o + ox] = acc
             wc += 4 * np
             o += ho * wo
@@ -357,7 +395,9 @@ def prepare(op, w, b, s, p):
         return w, b, s, p
     cin, h, wd, cout, wo = p[0], p[1], p[2], p[3], p[6]
     k = 9 * cin
-    np = (k + 1) // 2                               # two taps a 32-bit word, a zero tap pads an odd k
+    np = (k + 17) // 18 * 9                         # two taps a 32-bit word, zero taps pad to 9 words
+    if 127 * np >= 65536:                           # a window's lane sums would not fit 16 bits:
+        np = 0                                      # conv_v takes its one-MAC-a-multiply path
     at_pk = 4 * wo                                  # after room for 128 * sum of each window (int32)
     at_lb = at_pk + 4 * cout * np
     at_col16 = at_lb + 4 * cout
@@ -371,8 +411,8 @@ def prepare(op, w, b, s, p):
         for i in range(k):
             v = w[co * k + i] ^ 0x80                # int8 byte -> v = w + 128
             lay[at_w + co * k + i] = v
-            at = at_pk + 4 * (co * np + (i >> 1)) + (0 if i & 1 else 2)
-            lay[at] = v                             # V = v1 + v0 << 16
+            if np:
+                lay[at_pk + 4 * (co * np + (i >> 1)) + (0 if i & 1 else 2)] = v   # V = v1 + v0 << 16
             sw += v - 128
         r = _bias(b, co) + ((1 << s[co]) >> 1)
         c[co] = r - 128 * sw
