@@ -25,8 +25,8 @@ import micropython
 @micropython.viper
 def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     # p: cin, h, w, cout, stride, ho, wo, relu, then prepare()'s offsets into w: weights, pad, col,
-    # pairs, lane biases, lanes, and the pairs a window (np). 3x3, zero padding 1. Two paths, exact
-    # both; the input copy (1.) picks one:
+    # pairs, lane biases, lanes, the words a window (np), pad of u. 3x3, zero padding 1. Two paths,
+    # exact both; a scan of the input's sign bits picks one:
     # - any input < 0 (a first layer): u = x + 128, v = w + 128, sum(w x) = sum(v u) - 128 sum(u)
     #   - 128 sum(w) (the last term is in b), one MAC a multiply.
     # - all inputs >= 0 (after a relu): two MACs a multiply. A window is np 32-bit words of two taps
@@ -46,15 +46,15 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     lo = -128
     if p[7]:
         lo = 0
+    hi = 127 - lo
     src = x
     dst = y
     sp = ptr32(w)
-    pad = int(w) + p[9]
     k = cin * 9
+    np = p[14]
     pw = wd + 2
     plane = (h + 2) * pw
     step = plane - 2 * pw
-    hi = 127 - lo
     x = src                                         # 1. any negative input? (sign bits, a word at a time)
     neg = 0
     n = cin * h * wd
@@ -71,37 +71,55 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
         x = ptr8(int(x) + 1)
         n -= 1
     neg = (neg >> 7) & 0x01010101
-    x = src                                         # the input into the zero-bordered copy
+    if np == 0:                                     # too many words for 16-bit lane sums
+        neg = 1
+    pad = int(w) + p[9]
+    flip = 0
+    if neg:
+        pad = int(w) + p[15]
+        flip = 0x80
+    x = src                                         # the input (as u if neg) into the padded copy
+    y = ptr8(pad + pw + 1)
     for ci in range(cin):
-        r = pad + ci * plane + pw + 1
         for iy in range(h):
-            y = ptr8(r)
-            for ix in range(wd):
-                y[ix] = x[ix]
-            x = ptr8(int(x) + wd)
-            r += pw
+            n = wd
+            while n > 3:
+                y[0] = x[0] ^ flip
+                y[1] = x[1] ^ flip
+                y[2] = x[2] ^ flip
+                y[3] = x[3] ^ flip
+                x = ptr8(int(x) + 4)
+                y = ptr8(int(y) + 4)
+                n -= 4
+            while n:
+                y[0] = x[0] ^ flip
+                x = ptr8(int(x) + 1)
+                y = ptr8(int(y) + 1)
+                n -= 1
+            y = ptr8(int(y) + 2)
+        y = ptr8(int(y) + 2 * pw)
     q = 0
-    if neg or p[14] == 0:                 # a negative input, or too many pairs for 16-bit lane sums
+    if neg:
         wt = int(w) + p[8]
         col = int(w) + p[10]
         for oy in range(ho):
-            x = ptr8(col)                           # 2. the row's windows as u, one after the other
+            x = ptr8(col)                           # 2. the row's windows, one after the other
             for ox in range(wo):
                 y = ptr8(pad + oy * st * pw + ox * st)
                 su = 0
                 n = cin
                 while n:
-                    x[0] = y[0] ^ 0x80
-                    x[1] = y[1] ^ 0x80
-                    x[2] = y[2] ^ 0x80
+                    x[0] = y[0]
+                    x[1] = y[1]
+                    x[2] = y[2]
                     y = ptr8(int(y) + pw)
-                    x[3] = y[0] ^ 0x80
-                    x[4] = y[1] ^ 0x80
-                    x[5] = y[2] ^ 0x80
+                    x[3] = y[0]
+                    x[4] = y[1]
+                    x[5] = y[2]
                     y = ptr8(int(y) + pw)
-                    x[6] = y[0] ^ 0x80
-                    x[7] = y[1] ^ 0x80
-                    x[8] = y[2] ^ 0x80
+                    x[6] = y[0]
+                    x[7] = y[1]
+                    x[8] = y[2]
                     su += x[0] + x[1] + x[2] + x[3] + x[4] + x[5] + x[6] + x[7] + x[8]
                     x = ptr8(int(x) + 9)
                     y = ptr8(int(y) + step)
@@ -112,30 +130,46 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
             for co in range(cout):                  # 3. each output channel's dots with the row
                 c = ((b[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | b[2 * co]
                 sh = s[co]
+                d = ptr8(int(dst) + o)
                 x = ptr8(col)
-                for ox in range(wo):
-                    y = ptr8(wc)
-                    acc = c - sp[ox]
-                    n = cin
-                    while n > 1:                    # two input channels a pass: less loop per MAC
-                        acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
-                                x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8] + x[9] * y[9] +
-                                x[10] * y[10] + x[11] * y[11] + x[12] * y[12] + x[13] * y[13] +
-                                x[14] * y[14] + x[15] * y[15] + x[16] * y[16] + x[17] * y[17])
-                        x = ptr8(int(x) + 18)
-                        y = ptr8(int(y) + 18)
-                        n -= 2
-                    while n:                        # an odd one (a loop, not an if: the cycle model counts loops)
-                        acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
-                                x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8])
+                if cin == 1:                        # one input channel: one sum an output, no loop
+                    for ox in range(wo):
+                        y = ptr8(wc)
+                        acc = c - sp[ox] + (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
+                            x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8])
                         x = ptr8(int(x) + 9)
-                        n = 0
-                    acc >>= sh                      # arithmetic shift
-                    if acc < lo:
-                        acc = lo
-                    elif acc > 127:
-                        acc = 127
-                    dst[o + ox] = acc
+                        acc >>= sh                              # arithmetic shift
+                        if uint(acc - lo) > uint(hi):           # outside [lo, 127]: one compare in the common case
+                            if acc < lo:
+                                acc = lo
+                            else:
+                                acc = 127
+                        d[ox] = acc
+                else:
+                    for ox in range(wo):
+                        y = ptr8(wc)
+                        acc = c - sp[ox]
+                        n = cin
+                        while n > 1:                # two input channels a pass
+                            acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
+                            x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8] + x[9] * y[9] +
+                            x[10] * y[10] + x[11] * y[11] + x[12] * y[12] + x[13] * y[13] + x[14] * y[14] +
+                            x[15] * y[15] + x[16] * y[16] + x[17] * y[17])
+                            x = ptr8(int(x) + 18)
+                            y = ptr8(int(y) + 18)
+                            n -= 2
+                        while n:                    # an odd one (a loop, not an if: the cycle model counts loops)
+                            acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
+                            x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8])
+                            x = ptr8(int(x) + 9)
+                            n = 0
+                        acc >>= sh                              # arithmetic shift
+                        if uint(acc - lo) > uint(hi):           # outside [lo, 127]: one compare in the common case
+                            if acc < lo:
+                                acc = lo
+                            else:
+                                acc = 127
+                        d[ox] = acc
                 wc += k
                 o += ho * wo
             q += wo
@@ -143,7 +177,6 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     wt = int(w) + p[11]
     lb = ptr16(int(w) + p[12])
     col = int(w) + p[13]
-    np = p[14]
     skip = 4 * np - 2 * k                           # the zero lanes that pad k to 18s
     for oy in range(ho):
         x = ptr8(col)                               # 2. the row's windows as 16-bit lanes (high bytes stay 0)
@@ -180,12 +213,13 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
         for co in range(cout):                      # 3. each output channel's dots with the row
             c = ((lb[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | lb[2 * co]
             sh = s[co]
+            d = ptr8(int(dst) + o)
             x = ptr8(col)
             for ox in range(wo):
                 y = ptr8(wc)
                 acc = c - sp[ox]
                 n = np
-                while n > 35:                       # 36 pairs (eight input channels) a pass
+                while n > 35:                       # 36 words (eight input channels) a pass
                     acc += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[1]) >> 16) & 0xffff) +
                         (((ptr32(x)[2] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[3]) >> 16) & 0xffff) +
                         (((ptr32(x)[4] * ptr32(y)[4]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[5]) >> 16) & 0xffff) +
@@ -207,7 +241,7 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                     x = ptr8(int(x) + 144)
                     y = ptr8(int(y) + 144)
                     n -= 36
-                while n:                            # nine pairs (two input channels; prepare() pads np to 9s)
+                while n:                            # nine words (two input channels; prepare() pads np to 9s)
                     acc += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[1]) >> 16) & 0xffff) +
                         (((ptr32(x)[2] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[3]) >> 16) & 0xffff) +
                         (((ptr32(x)[4] * ptr32(y)[4]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[5]) >> 16) & 0xffff) +
@@ -216,13 +250,13 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                     x = ptr8(int(x) + 36)
                     y = ptr8(int(y) + 36)
                     n -= 9
-                acc >>= sh                          # arithmetic shift
-                if uint(acc - lo) > uint(hi):       # outside [lo, 127]: one compare in the common case
+                acc >>= sh                              # arithmetic shift
+                if uint(acc - lo) > uint(hi):           # outside [lo, 127]: one compare in the common case
                     if acc < lo:
                         acc = lo
                     else:
                         acc = 127
-                dst[o + ox] = acc
+                d[ox] = acc
             wc += 4 * np
             o += ho * wo
         q += wo
@@ -403,8 +437,11 @@ def prepare(op, w, b, s, p):
     at_col16 = at_lb + 4 * cout
     at_w = at_col16 + 4 * np * wo
     at_pad = at_w + cout * k
-    at_col = at_pad + cin * (h + 2) * (wd + 2)      # the border stays 0; conv_v fills the inside
+    at_padu = at_pad + cin * (h + 2) * (wd + 2)     # the border stays 0 (x) or 128 (u = x + 128);
+    at_col = at_padu + cin * (h + 2) * (wd + 2)     # conv_v fills the inside
     lay = bytearray(at_col + k * wo)
+    for i in range(at_padu, at_col):
+        lay[i] = 128
     c = array("i", bytes(4 * cout))
     for co in range(cout):
         sw = 0
@@ -418,7 +455,7 @@ def prepare(op, w, b, s, p):
         c[co] = r - 128 * sw
         for i in range(4):
             lay[at_lb + 4 * co + i] = (r >> 8 * i) & 0xff
-    return lay, c, s, array("i", list(p) + [at_w, at_pad, at_col, at_pk, at_lb, at_col16, np])
+    return lay, c, s, array("i", list(p) + [at_w, at_pad, at_col, at_pk, at_lb, at_col16, np, at_padu])
 
 
 # in blob op order (blob.CONV == 1 ...), then dense over an int16 src
