@@ -73,35 +73,31 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     neg = (neg >> 7) & 0x01010101
     if np == 0:                                     # too many words for 16-bit lane sums
         neg = 1
-    pad = int(w) + p[9]
-    flip = 0
-    if neg:
-        pad = int(w) + p[15]
-        flip = 0x80
-    x = src                                         # the input (as u if neg) into the padded copy
-    y = ptr8(pad + pw + 1)
-    for ci in range(cin):
-        for iy in range(h):
-            n = wd
-            while n > 3:
-                y[0] = x[0] ^ flip
-                y[1] = x[1] ^ flip
-                y[2] = x[2] ^ flip
-                y[3] = x[3] ^ flip
-                x = ptr8(int(x) + 4)
-                y = ptr8(int(y) + 4)
-                n -= 4
-            while n:
-                y[0] = x[0] ^ flip
-                x = ptr8(int(x) + 1)
-                y = ptr8(int(y) + 1)
-                n -= 1
-            y = ptr8(int(y) + 2)
-        y = ptr8(int(y) + 2 * pw)
     q = 0
     if neg:
         wt = int(w) + p[8]
-        col = int(w) + p[10]
+        col = int(w) + p[15]
+        pad = int(w) + p[9]
+        x = src                                     # u = x + 128 into the copy with a border of 128
+        y = ptr8(pad + pw + 1)
+        for ci in range(cin):
+            for iy in range(h):
+                n = wd
+                while n > 3:
+                    y[0] = x[0] ^ 0x80
+                    y[1] = x[1] ^ 0x80
+                    y[2] = x[2] ^ 0x80
+                    y[3] = x[3] ^ 0x80
+                    x = ptr8(int(x) + 4)
+                    y = ptr8(int(y) + 4)
+                    n -= 4
+                while n:
+                    y[0] = x[0] ^ 0x80
+                    x = ptr8(int(x) + 1)
+                    y = ptr8(int(y) + 1)
+                    n -= 1
+                y = ptr8(int(y) + 2)
+            y = ptr8(int(y) + 2 * pw)
         for oy in range(ho):
             x = ptr8(col)                           # 2. the row's windows, one after the other
             for ox in range(wo):
@@ -176,31 +172,45 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
         return
     wt = int(w) + p[11]
     lb = ptr16(int(w) + p[12])
-    col = int(w) + p[13]
-    skip = 4 * np - 2 * k                           # the zero lanes that pad k to 18s
-    for oy in range(ho):
-        x = ptr8(col)                               # 2. the row's windows as 16-bit lanes (high bytes stay 0)
-        for ox in range(wo):
-            y = ptr8(pad + oy * st * pw + ox * st)
-            n = cin
+    row = int(w) + p[13]
+    img = int(w) + p[10]
+    m4 = 4 * (np // 9)                              # bytes a pixel: a word per two input channels
+    x = src                                         # the input as 16-bit lanes, channel pairs side by
+    for ci in range(cin):                           # side: word (pixel, m) = x[2m] + x[2m + 1] << 16
+        y = ptr8(img + (pw + 1) * m4 + (ci >> 1) * 4 + (ci & 1) * 2)
+        for iy in range(h):
+            n = wd
             while n:
-                x[0] = y[0]
-                x[2] = y[1]
-                x[4] = y[2]
-                y = ptr8(int(y) + pw)
-                x[6] = y[0]
-                x[8] = y[1]
-                x[10] = y[2]
-                y = ptr8(int(y) + pw)
-                x[12] = y[0]
-                x[14] = y[1]
-                x[16] = y[2]
-                x = ptr8(int(x) + 18)
-                y = ptr8(int(y) + step)
+                y[0] = x[0]
+                x = ptr8(int(x) + 1)
+                y = ptr8(int(y) + m4)
                 n -= 1
-            x = ptr8(int(x) + skip)
-        x = ptr8(col)                               # 128 * sum of each window, a word (two lanes) at a time
-        for ox in range(wo):                        # (prepare() keeps 127 * np, a lane's sum, below 2^16)
+            y = ptr8(int(y) + 2 * m4)
+    rb = pw * m4
+    wstep = st * 3 * m4
+    for oy in range(ho):
+        r = img + oy * st * rb                      # 2. the three input rows of this output row,
+        y = ptr8(row)                               # interleaved: (column, row, pair), so a window is
+        for ix in range(pw):                        # np consecutive words in (kx, ky, pair) order
+            for ky in range(3):
+                x = ptr8(r + ky * rb)
+                n = m4
+                while n > 15:
+                    ptr32(y)[0] = ptr32(x)[0]
+                    ptr32(y)[1] = ptr32(x)[1]
+                    ptr32(y)[2] = ptr32(x)[2]
+                    ptr32(y)[3] = ptr32(x)[3]
+                    x = ptr8(int(x) + 16)
+                    y = ptr8(int(y) + 16)
+                    n -= 16
+                while n:
+                    ptr32(y)[0] = ptr32(x)[0]
+                    x = ptr8(int(x) + 4)
+                    y = ptr8(int(y) + 4)
+                    n -= 4
+            r += m4
+        for ox in range(wo):                        # 128 * sum of each window, a word (two lanes) at a
+            x = ptr8(row + ox * wstep)              # time (prepare() keeps 127 * np below 2^16)
             su = 0
             n = np
             while n:
@@ -214,12 +224,12 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
             c = ((lb[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | lb[2 * co]
             sh = s[co]
             d = ptr8(int(dst) + o)
-            x = ptr8(col)
             for ox in range(wo):
+                x = ptr8(row + ox * wstep)
                 y = ptr8(wc)
                 acc = c - sp[ox]
                 n = np
-                while n > 35:                       # 36 words (eight input channels) a pass
+                while n > 35:                       # 36 words a pass
                     acc += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[1]) >> 16) & 0xffff) +
                         (((ptr32(x)[2] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[3]) >> 16) & 0xffff) +
                         (((ptr32(x)[4] * ptr32(y)[4]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[5]) >> 16) & 0xffff) +
@@ -241,7 +251,7 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                     x = ptr8(int(x) + 144)
                     y = ptr8(int(y) + 144)
                     n -= 36
-                while n:                            # nine words (two input channels; prepare() pads np to 9s)
+                while n:                            # nine words (np is 9 x the pairs)
                     acc += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[1]) >> 16) & 0xffff) +
                         (((ptr32(x)[2] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[3]) >> 16) & 0xffff) +
                         (((ptr32(x)[4] * ptr32(y)[4]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[5]) >> 16) & 0xffff) +
@@ -429,16 +439,18 @@ def prepare(op, w, b, s, p):
         return w, b, s, p
     cin, h, wd, cout, wo = p[0], p[1], p[2], p[3], p[6]
     k = 9 * cin
-    np = (k + 17) // 18 * 9                         # two taps a 32-bit word, zero taps pad to 9 words
+    pairs = (cin + 1) // 2                          # input channels two a 32-bit word (16-bit lanes)
+    np = 9 * pairs                                  # words a window
     if 127 * np >= 65536:                           # a window's lane sums would not fit 16 bits:
-        np = 0                                      # conv_v takes its one-MAC-a-multiply path
+        np = pairs = 0                              # conv_v takes its one-MAC-a-multiply path
+    plane = (h + 2) * (wd + 2)
     at_pk = 4 * wo                                  # after room for 128 * sum of each window (int32)
     at_lb = at_pk + 4 * cout * np
-    at_col16 = at_lb + 4 * cout
-    at_w = at_col16 + 4 * np * wo
-    at_pad = at_w + cout * k
-    at_padu = at_pad + cin * (h + 2) * (wd + 2)     # the border stays 0 (x) or 128 (u = x + 128);
-    at_col = at_padu + cin * (h + 2) * (wd + 2)     # conv_v fills the inside
+    at_img = at_lb + 4 * cout                       # the input as lanes, border 0
+    at_row = at_img + 4 * pairs * plane             # three of its rows interleaved
+    at_w = at_row + 12 * pairs * (wd + 2)
+    at_padu = at_w + cout * k                       # the input as u = x + 128, border 128
+    at_col = at_padu + cin * plane
     lay = bytearray(at_col + k * wo)
     for i in range(at_padu, at_col):
         lay[i] = 128
@@ -448,14 +460,15 @@ def prepare(op, w, b, s, p):
         for i in range(k):
             v = w[co * k + i] ^ 0x80                # int8 byte -> v = w + 128
             lay[at_w + co * k + i] = v
-            if np:
-                lay[at_pk + 4 * (co * np + (i >> 1)) + (0 if i & 1 else 2)] = v   # V = v1 + v0 << 16
+            ci, ky, kx = i // 9, i // 3 % 3, i % 3
+            if np:                                  # word (kx, ky, pair): V = v[odd ci] + v[even ci] << 16
+                lay[at_pk + 4 * (co * np + (kx * 3 + ky) * pairs + (ci >> 1)) + (0 if ci & 1 else 2)] = v
             sw += v - 128
         r = _bias(b, co) + ((1 << s[co]) >> 1)
         c[co] = r - 128 * sw
         for i in range(4):
             lay[at_lb + 4 * co + i] = (r >> 8 * i) & 0xff
-    return lay, c, s, array("i", list(p) + [at_w, at_pad, at_col, at_pk, at_lb, at_col16, np, at_padu])
+    return lay, c, s, array("i", list(p) + [at_w, at_padu, at_img, at_pk, at_lb, at_row, np, at_col])
 
 
 # in blob op order (blob.CONV == 1 ...), then dense over an int16 src
