@@ -218,57 +218,79 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                 x = ptr8(int(x) + 36)
                 n -= 9
             sp[ox] = ((su & 0xffff) + (su >> 16)) << 7
+        back = 4 * np - wstep                       # from a window's end to the next one's start
         o = q
         wc = wt
-        for co in range(cout):                      # 3. each output channel's dots with the row
-            c = ((lb[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | lb[2 * co]
-            sh = s[co]
-            d = ptr8(int(dst) + o)
+        for co in range(0, cout, 2):                # 3. two output channels' dots with the row at a
+            ca = ((lb[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | lb[2 * co]    # time (their words
+            cb = ((lb[2 * co + 3] ^ 0x8000) - 0x8000) << 16 | lb[2 * co + 2]  # interleaved: one loop)
+            sa = s[co]
+            sb = s[co + 1]
+            da = ptr8(int(dst) + o)
+            db = ptr8(int(dst) + o + ho * wo)
+            if co + 1 == cout:                      # an odd cout: the last one's partner is all zeros
+                db = ptr8(int(w) + p[15])
+                sb = s[co]
+            x = ptr8(row)
             for ox in range(wo):
-                x = ptr8(row + ox * wstep)
                 y = ptr8(wc)
-                acc = c - sp[ox]
+                su = sp[ox]
+                acc = ca - su
+                acb = cb - su
                 n = np
-                while n > 35:                       # 36 words a pass
-                    acc += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[1]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[3]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[4]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[5]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[6]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[7]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[9]) >> 16) & 0xffff) +
-                        (((ptr32(x)[10] * ptr32(y)[10]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[11]) >> 16) & 0xffff) +
-                        (((ptr32(x)[12] * ptr32(y)[12]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[13]) >> 16) & 0xffff) +
-                        (((ptr32(x)[14] * ptr32(y)[14]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[15]) >> 16) & 0xffff) +
-                        (((ptr32(x)[16] * ptr32(y)[16]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[17]) >> 16) & 0xffff) +
-                        (((ptr32(x)[18] * ptr32(y)[18]) >> 16) & 0xffff) + (((ptr32(x)[19] * ptr32(y)[19]) >> 16) & 0xffff) +
-                        (((ptr32(x)[20] * ptr32(y)[20]) >> 16) & 0xffff) + (((ptr32(x)[21] * ptr32(y)[21]) >> 16) & 0xffff) +
-                        (((ptr32(x)[22] * ptr32(y)[22]) >> 16) & 0xffff) + (((ptr32(x)[23] * ptr32(y)[23]) >> 16) & 0xffff) +
-                        (((ptr32(x)[24] * ptr32(y)[24]) >> 16) & 0xffff) + (((ptr32(x)[25] * ptr32(y)[25]) >> 16) & 0xffff) +
-                        (((ptr32(x)[26] * ptr32(y)[26]) >> 16) & 0xffff) + (((ptr32(x)[27] * ptr32(y)[27]) >> 16) & 0xffff) +
-                        (((ptr32(x)[28] * ptr32(y)[28]) >> 16) & 0xffff) + (((ptr32(x)[29] * ptr32(y)[29]) >> 16) & 0xffff) +
-                        (((ptr32(x)[30] * ptr32(y)[30]) >> 16) & 0xffff) + (((ptr32(x)[31] * ptr32(y)[31]) >> 16) & 0xffff) +
-                        (((ptr32(x)[32] * ptr32(y)[32]) >> 16) & 0xffff) + (((ptr32(x)[33] * ptr32(y)[33]) >> 16) & 0xffff) +
-                        (((ptr32(x)[34] * ptr32(y)[34]) >> 16) & 0xffff) + (((ptr32(x)[35] * ptr32(y)[35]) >> 16) & 0xffff))
-                    x = ptr8(int(x) + 144)
+                while n > 17:                       # 18 words a pass
+                    acc += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[2]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[4]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[6]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[10]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[12]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[14]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[16]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[18]) >> 16) & 0xffff) +
+                        (((ptr32(x)[10] * ptr32(y)[20]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[22]) >> 16) & 0xffff) +
+                        (((ptr32(x)[12] * ptr32(y)[24]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[26]) >> 16) & 0xffff) +
+                        (((ptr32(x)[14] * ptr32(y)[28]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[30]) >> 16) & 0xffff) +
+                        (((ptr32(x)[16] * ptr32(y)[32]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[34]) >> 16) & 0xffff))
+                    acb += ((((ptr32(x)[0] * ptr32(y)[1]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[3]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[5]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[7]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[9]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[11]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[13]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[15]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[17]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[19]) >> 16) & 0xffff) +
+                        (((ptr32(x)[10] * ptr32(y)[21]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[23]) >> 16) & 0xffff) +
+                        (((ptr32(x)[12] * ptr32(y)[25]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[27]) >> 16) & 0xffff) +
+                        (((ptr32(x)[14] * ptr32(y)[29]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[31]) >> 16) & 0xffff) +
+                        (((ptr32(x)[16] * ptr32(y)[33]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[35]) >> 16) & 0xffff))
+                    x = ptr8(int(x) + 72)
                     y = ptr8(int(y) + 144)
-                    n -= 36
+                    n -= 18
                 while n:                            # nine words (np is 9 x the pairs)
-                    acc += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[1]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[3]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[4]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[5]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[6]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[7]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[8]) >> 16) & 0xffff))
+                    acc += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[2]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[4]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[6]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[10]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[12]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[14]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[16]) >> 16) & 0xffff))
+                    acb += ((((ptr32(x)[0] * ptr32(y)[1]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[3]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[5]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[7]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[9]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[11]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[13]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[15]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[17]) >> 16) & 0xffff))
                     x = ptr8(int(x) + 36)
-                    y = ptr8(int(y) + 36)
+                    y = ptr8(int(y) + 72)
                     n -= 9
-                acc >>= sh                              # arithmetic shift
-                if uint(acc - lo) > uint(hi):           # outside [lo, 127]: one compare in the common case
+                x = ptr8(int(x) - back)
+                acc >>= sa                          # arithmetic shift
+                if uint(acc - lo) > uint(hi):       # outside [lo, 127]: one compare in the common case
                     if acc < lo:
                         acc = lo
                     else:
                         acc = 127
-                d[ox] = acc
-            wc += 4 * np
-            o += ho * wo
+                da[ox] = acc
+                acb >>= sb                          # arithmetic shift
+                if uint(acb - lo) > uint(hi):       # outside [lo, 127]: one compare in the common case
+                    if acb < lo:
+                        acb = lo
+                    else:
+                        acb = 127
+                db[ox] = acb
+            wc += 8 * np
+            o += 2 * ho * wo
         q += wo
 
 
@@ -445,12 +467,13 @@ def prepare(op, w, b, s, p):
         np = pairs = 0                              # conv_v takes its one-MAC-a-multiply path
     plane = (h + 2) * (wd + 2)
     at_pk = 4 * wo                                  # after room for 128 * sum of each window (int32)
-    at_lb = at_pk + 4 * cout * np
-    at_img = at_lb + 4 * cout                       # the input as lanes, border 0
+    co2 = cout + (cout & 1)                         # the dots go two output channels at a time
+    at_lb = at_pk + 4 * co2 * np
+    at_img = at_lb + 4 * co2                        # the input as lanes, border 0
     at_row = at_img + 4 * pairs * plane             # three of its rows interleaved
     at_w = at_row + 12 * pairs * (wd + 2)
     at_padu = at_w + cout * k                       # the input as u = x + 128, border 128
-    at_col = at_padu + cin * plane
+    at_col = at_padu + cin * plane                  # (also where an odd cout's extra channel goes)
     lay = bytearray(at_col + k * wo)
     for i in range(at_padu, at_col):
         lay[i] = 128
@@ -461,8 +484,9 @@ def prepare(op, w, b, s, p):
             v = w[co * k + i] ^ 0x80                # int8 byte -> v = w + 128
             lay[at_w + co * k + i] = v
             ci, ky, kx = i // 9, i // 3 % 3, i % 3
-            if np:                                  # word (kx, ky, pair): V = v[odd ci] + v[even ci] << 16
-                lay[at_pk + 4 * (co * np + (kx * 3 + ky) * pairs + (ci >> 1)) + (0 if ci & 1 else 2)] = v
+            if np:                                  # word (kx, ky, pair): V = v[odd ci] + v[even ci] << 16,
+                j = (kx * 3 + ky) * pairs + (ci >> 1)   # two output channels' words interleaved
+                lay[at_pk + 4 * ((co >> 1) * 2 * np + 2 * j + (co & 1)) + (0 if ci & 1 else 2)] = v
             sw += v - 128
         r = _bias(b, co) + ((1 << s[co]) >> 1)
         c[co] = r - 128 * sw
