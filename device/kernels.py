@@ -123,49 +123,73 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                 sp[ox] = su << 7
             o = q
             wc = wt
+            if cin == 1:                            # 3. one input channel: two output channels at a
+                for co in range(0, cout, 2):        # time, one sum each an output (no loop)
+                    ca = ((b[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | b[2 * co]
+                    cb = ((b[2 * co + 3] ^ 0x8000) - 0x8000) << 16 | b[2 * co + 2]
+                    sa = s[co]
+                    sb = s[co + 1]
+                    da = ptr8(int(dst) + o)
+                    db = ptr8(int(dst) + o + ho * wo)
+                    if co + 1 == cout:              # an odd cout: the partner's row goes to scratch
+                        db = ptr8(col + 9 * wo)
+                        sb = s[co]
+                    x = ptr8(col)
+                    for ox in range(wo):
+                        y = ptr8(wc)
+                        su = sp[ox]
+                        acc = ca - su + (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
+                            x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8])
+                        acb = cb - su + (x[0] * y[9] + x[1] * y[10] + x[2] * y[11] + x[3] * y[12] + x[4] * y[13] +
+                            x[5] * y[14] + x[6] * y[15] + x[7] * y[16] + x[8] * y[17])
+                        x = ptr8(int(x) + 9)
+                        acc >>= sa                          # arithmetic shift
+                        if uint(acc - lo) > uint(hi):       # outside [lo, 127]: one compare in the common case
+                            if acc < lo:
+                                acc = lo
+                            else:
+                                acc = 127
+                        da[ox] = acc
+                        acb >>= sb                          # arithmetic shift
+                        if uint(acb - lo) > uint(hi):       # outside [lo, 127]: one compare in the common case
+                            if acb < lo:
+                                acb = lo
+                            else:
+                                acb = 127
+                        db[ox] = acb
+                    wc += 18
+                    o += 2 * ho * wo
+                q += wo
+                continue
             for co in range(cout):                  # 3. each output channel's dots with the row
                 c = ((b[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | b[2 * co]
                 sh = s[co]
                 d = ptr8(int(dst) + o)
                 x = ptr8(col)
-                if cin == 1:                        # one input channel: one sum an output, no loop
-                    for ox in range(wo):
-                        y = ptr8(wc)
-                        acc = c - sp[ox] + (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
-                            x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8])
-                        x = ptr8(int(x) + 9)
-                        acc >>= sh                              # arithmetic shift
-                        if uint(acc - lo) > uint(hi):           # outside [lo, 127]: one compare in the common case
-                            if acc < lo:
-                                acc = lo
-                            else:
-                                acc = 127
-                        d[ox] = acc
-                else:
-                    for ox in range(wo):
-                        y = ptr8(wc)
-                        acc = c - sp[ox]
-                        n = cin
-                        while n > 1:                # two input channels a pass
-                            acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
+                for ox in range(wo):
+                    y = ptr8(wc)
+                    acc = c - sp[ox]
+                    n = cin
+                    while n > 1:                # two input channels a pass
+                        acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
                             x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8] + x[9] * y[9] +
                             x[10] * y[10] + x[11] * y[11] + x[12] * y[12] + x[13] * y[13] + x[14] * y[14] +
                             x[15] * y[15] + x[16] * y[16] + x[17] * y[17])
-                            x = ptr8(int(x) + 18)
-                            y = ptr8(int(y) + 18)
-                            n -= 2
-                        while n:                    # an odd one (a loop, not an if: the cycle model counts loops)
-                            acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
+                        x = ptr8(int(x) + 18)
+                        y = ptr8(int(y) + 18)
+                        n -= 2
+                    while n:                    # an odd one (a loop, not an if: the cycle model counts loops)
+                        acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
                             x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8])
-                            x = ptr8(int(x) + 9)
-                            n = 0
-                        acc >>= sh                              # arithmetic shift
-                        if uint(acc - lo) > uint(hi):           # outside [lo, 127]: one compare in the common case
-                            if acc < lo:
-                                acc = lo
-                            else:
-                                acc = 127
-                        d[ox] = acc
+                        x = ptr8(int(x) + 9)
+                        n = 0
+                    acc >>= sh                              # arithmetic shift
+                    if uint(acc - lo) > uint(hi):           # outside [lo, 127]: one compare in the common case
+                        if acc < lo:
+                            acc = lo
+                        else:
+                            acc = 127
+                    d[ox] = acc
                 wc += k
                 o += ho * wo
             q += wo
@@ -228,8 +252,8 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
             sb = s[co + 1]
             da = ptr8(int(dst) + o)
             db = ptr8(int(dst) + o + ho * wo)
-            if co + 1 == cout:                      # an odd cout: the last one's partner is all zeros
-                db = ptr8(int(w) + p[15])
+            if co + 1 == cout:                      # an odd cout: the last one's partner (all zeros)
+                db = ptr8(int(w) + p[15])           # goes to scratch
                 sb = s[co]
             x = ptr8(row)
             for ox in range(wo):
@@ -473,11 +497,11 @@ def prepare(op, w, b, s, p):
     at_row = at_img + 4 * pairs * plane             # three of its rows interleaved
     at_w = at_row + 12 * pairs * (wd + 2)
     at_padu = at_w + cout * k                       # the input as u = x + 128, border 128
-    at_col = at_padu + cin * plane                  # (also where an odd cout's extra channel goes)
-    lay = bytearray(at_col + k * wo)
+    at_col = at_padu + cin * plane
+    lay = bytearray(at_col + k * wo + wo)          # + scratch for an odd cout's extra channel
     for i in range(at_padu, at_col):
         lay[i] = 128
-    c = array("i", bytes(4 * cout))
+    c = array("i", bytes(4 * co2))
     for co in range(cout):
         sw = 0
         for i in range(k):
