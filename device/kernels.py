@@ -262,7 +262,7 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                 acc = ca - su
                 acb = cb - su
                 n = np
-                while n > 17:                       # 18 words a pass
+                while n > 35:                       # 36 words a pass
                     acc += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[2]) >> 16) & 0xffff) +
                         (((ptr32(x)[2] * ptr32(y)[4]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[6]) >> 16) & 0xffff) +
                         (((ptr32(x)[4] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[10]) >> 16) & 0xffff) +
@@ -271,7 +271,16 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                         (((ptr32(x)[10] * ptr32(y)[20]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[22]) >> 16) & 0xffff) +
                         (((ptr32(x)[12] * ptr32(y)[24]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[26]) >> 16) & 0xffff) +
                         (((ptr32(x)[14] * ptr32(y)[28]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[30]) >> 16) & 0xffff) +
-                        (((ptr32(x)[16] * ptr32(y)[32]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[34]) >> 16) & 0xffff))
+                        (((ptr32(x)[16] * ptr32(y)[32]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[34]) >> 16) & 0xffff) +
+                        (((ptr32(x)[18] * ptr32(y)[36]) >> 16) & 0xffff) + (((ptr32(x)[19] * ptr32(y)[38]) >> 16) & 0xffff) +
+                        (((ptr32(x)[20] * ptr32(y)[40]) >> 16) & 0xffff) + (((ptr32(x)[21] * ptr32(y)[42]) >> 16) & 0xffff) +
+                        (((ptr32(x)[22] * ptr32(y)[44]) >> 16) & 0xffff) + (((ptr32(x)[23] * ptr32(y)[46]) >> 16) & 0xffff) +
+                        (((ptr32(x)[24] * ptr32(y)[48]) >> 16) & 0xffff) + (((ptr32(x)[25] * ptr32(y)[50]) >> 16) & 0xffff) +
+                        (((ptr32(x)[26] * ptr32(y)[52]) >> 16) & 0xffff) + (((ptr32(x)[27] * ptr32(y)[54]) >> 16) & 0xffff) +
+                        (((ptr32(x)[28] * ptr32(y)[56]) >> 16) & 0xffff) + (((ptr32(x)[29] * ptr32(y)[58]) >> 16) & 0xffff) +
+                        (((ptr32(x)[30] * ptr32(y)[60]) >> 16) & 0xffff) + (((ptr32(x)[31] * ptr32(y)[62]) >> 16) & 0xffff) +
+                        (((ptr32(x)[32] * ptr32(y)[64]) >> 16) & 0xffff) + (((ptr32(x)[33] * ptr32(y)[66]) >> 16) & 0xffff) +
+                        (((ptr32(x)[34] * ptr32(y)[68]) >> 16) & 0xffff) + (((ptr32(x)[35] * ptr32(y)[70]) >> 16) & 0xffff))
                     acb += ((((ptr32(x)[0] * ptr32(y)[1]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[3]) >> 16) & 0xffff) +
                         (((ptr32(x)[2] * ptr32(y)[5]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[7]) >> 16) & 0xffff) +
                         (((ptr32(x)[4] * ptr32(y)[9]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[11]) >> 16) & 0xffff) +
@@ -280,10 +289,19 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                         (((ptr32(x)[10] * ptr32(y)[21]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[23]) >> 16) & 0xffff) +
                         (((ptr32(x)[12] * ptr32(y)[25]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[27]) >> 16) & 0xffff) +
                         (((ptr32(x)[14] * ptr32(y)[29]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[31]) >> 16) & 0xffff) +
-                        (((ptr32(x)[16] * ptr32(y)[33]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[35]) >> 16) & 0xffff))
-                    x = ptr8(int(x) + 72)
-                    y = ptr8(int(y) + 144)
-                    n -= 18
+                        (((ptr32(x)[16] * ptr32(y)[33]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[35]) >> 16) & 0xffff) +
+                        (((ptr32(x)[18] * ptr32(y)[37]) >> 16) & 0xffff) + (((ptr32(x)[19] * ptr32(y)[39]) >> 16) & 0xffff) +
+                        (((ptr32(x)[20] * ptr32(y)[41]) >> 16) & 0xffff) + (((ptr32(x)[21] * ptr32(y)[43]) >> 16) & 0xffff) +
+                        (((ptr32(x)[22] * ptr32(y)[45]) >> 16) & 0xffff) + (((ptr32(x)[23] * ptr32(y)[47]) >> 16) & 0xffff) +
+                        (((ptr32(x)[24] * ptr32(y)[49]) >> 16) & 0xffff) + (((ptr32(x)[25] * ptr32(y)[51]) >> 16) & 0xffff) +
+                        (((ptr32(x)[26] * ptr32(y)[53]) >> 16) & 0xffff) + (((ptr32(x)[27] * ptr32(y)[55]) >> 16) & 0xffff) +
+                        (((ptr32(x)[28] * ptr32(y)[57]) >> 16) & 0xffff) + (((ptr32(x)[29] * ptr32(y)[59]) >> 16) & 0xffff) +
+                        (((ptr32(x)[30] * ptr32(y)[61]) >> 16) & 0xffff) + (((ptr32(x)[31] * ptr32(y)[63]) >> 16) & 0xffff) +
+                        (((ptr32(x)[32] * ptr32(y)[65]) >> 16) & 0xffff) + (((ptr32(x)[33] * ptr32(y)[67]) >> 16) & 0xffff) +
+                        (((ptr32(x)[34] * ptr32(y)[69]) >> 16) & 0xffff) + (((ptr32(x)[35] * ptr32(y)[71]) >> 16) & 0xffff))
+                    x = ptr8(int(x) + 144)
+                    y = ptr8(int(y) + 288)
+                    n -= 36
                 while n:                            # nine words (np is 9 x the pairs)
                     acc += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[2]) >> 16) & 0xffff) +
                         (((ptr32(x)[2] * ptr32(y)[4]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[6]) >> 16) & 0xffff) +
