@@ -238,101 +238,144 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
             su = 0
             n = np
             while n:
-                su += (ptr32(x)[0] + ptr32(x)[1] + ptr32(x)[2] + ptr32(x)[3] + ptr32(x)[4] + ptr32(x)[5] + ptr32(x)[6] + ptr32(x)[7] + ptr32(x)[8])
+                su += (ptr32(x)[0] + ptr32(x)[1] + ptr32(x)[2] + ptr32(x)[3] + ptr32(x)[4] +
+                       ptr32(x)[5] + ptr32(x)[6] + ptr32(x)[7] + ptr32(x)[8])
                 x = ptr8(int(x) + 36)
                 n -= 9
             sp[ox] = ((su & 0xffff) + (su >> 16)) << 7
         back = 4 * np - wstep                       # from a window's end to the next one's start
+        scratch = int(w) + p[15]                    # where a padding output channel goes
         o = q
         wc = wt
-        for co in range(0, cout, 2):                # 3. two output channels' dots with the row at a
-            ca = ((lb[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | lb[2 * co]    # time (their words
-            cb = ((lb[2 * co + 3] ^ 0x8000) - 0x8000) << 16 | lb[2 * co + 2]  # interleaved: one loop)
-            sa = s[co]
-            sb = s[co + 1]
-            da = ptr8(int(dst) + o)
-            db = ptr8(int(dst) + o + ho * wo)
-            if co + 1 == cout:                      # an odd cout: the last one's partner (all zeros)
-                db = ptr8(int(w) + p[15])           # goes to scratch
-                sb = s[co]
-            x = ptr8(row)
+        for co in range(0, cout, 4):                # 3. four output channels' dots with the row at a
+            c0 = ((lb[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | lb[2 * co + 0]
+            c1 = ((lb[2 * co + 3] ^ 0x8000) - 0x8000) << 16 | lb[2 * co + 2]
+            c2 = ((lb[2 * co + 5] ^ 0x8000) - 0x8000) << 16 | lb[2 * co + 4]
+            c3 = ((lb[2 * co + 7] ^ 0x8000) - 0x8000) << 16 | lb[2 * co + 6]
+            d0 = ptr8(scratch)
+            sh0 = 0
+            if co + 0 < cout:
+                d0 = ptr8(int(dst) + o + 0 * ho * wo)
+                sh0 = s[co + 0]
+            d1 = ptr8(scratch)
+            sh1 = 0
+            if co + 1 < cout:
+                d1 = ptr8(int(dst) + o + 1 * ho * wo)
+                sh1 = s[co + 1]
+            d2 = ptr8(scratch)
+            sh2 = 0
+            if co + 2 < cout:
+                d2 = ptr8(int(dst) + o + 2 * ho * wo)
+                sh2 = s[co + 2]
+            d3 = ptr8(scratch)
+            sh3 = 0
+            if co + 3 < cout:
+                d3 = ptr8(int(dst) + o + 3 * ho * wo)
+                sh3 = s[co + 3]
+            x = ptr8(row)                           # time (their words interleaved: one loop)
             for ox in range(wo):
                 y = ptr8(wc)
                 su = sp[ox]
-                acc = ca - su
-                acb = cb - su
+                acc0 = c0 - su
+                acc1 = c1 - su
+                acc2 = c2 - su
+                acc3 = c3 - su
                 n = np
-                while n > 35:                       # 36 words a pass
-                    acc += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[2]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[4]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[6]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[10]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[12]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[14]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[16]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[18]) >> 16) & 0xffff) +
-                        (((ptr32(x)[10] * ptr32(y)[20]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[22]) >> 16) & 0xffff) +
-                        (((ptr32(x)[12] * ptr32(y)[24]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[26]) >> 16) & 0xffff) +
-                        (((ptr32(x)[14] * ptr32(y)[28]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[30]) >> 16) & 0xffff) +
-                        (((ptr32(x)[16] * ptr32(y)[32]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[34]) >> 16) & 0xffff) +
-                        (((ptr32(x)[18] * ptr32(y)[36]) >> 16) & 0xffff) + (((ptr32(x)[19] * ptr32(y)[38]) >> 16) & 0xffff) +
-                        (((ptr32(x)[20] * ptr32(y)[40]) >> 16) & 0xffff) + (((ptr32(x)[21] * ptr32(y)[42]) >> 16) & 0xffff) +
-                        (((ptr32(x)[22] * ptr32(y)[44]) >> 16) & 0xffff) + (((ptr32(x)[23] * ptr32(y)[46]) >> 16) & 0xffff) +
-                        (((ptr32(x)[24] * ptr32(y)[48]) >> 16) & 0xffff) + (((ptr32(x)[25] * ptr32(y)[50]) >> 16) & 0xffff) +
-                        (((ptr32(x)[26] * ptr32(y)[52]) >> 16) & 0xffff) + (((ptr32(x)[27] * ptr32(y)[54]) >> 16) & 0xffff) +
-                        (((ptr32(x)[28] * ptr32(y)[56]) >> 16) & 0xffff) + (((ptr32(x)[29] * ptr32(y)[58]) >> 16) & 0xffff) +
-                        (((ptr32(x)[30] * ptr32(y)[60]) >> 16) & 0xffff) + (((ptr32(x)[31] * ptr32(y)[62]) >> 16) & 0xffff) +
-                        (((ptr32(x)[32] * ptr32(y)[64]) >> 16) & 0xffff) + (((ptr32(x)[33] * ptr32(y)[66]) >> 16) & 0xffff) +
-                        (((ptr32(x)[34] * ptr32(y)[68]) >> 16) & 0xffff) + (((ptr32(x)[35] * ptr32(y)[70]) >> 16) & 0xffff))
-                    acb += ((((ptr32(x)[0] * ptr32(y)[1]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[3]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[5]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[7]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[9]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[11]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[13]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[15]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[17]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[19]) >> 16) & 0xffff) +
-                        (((ptr32(x)[10] * ptr32(y)[21]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[23]) >> 16) & 0xffff) +
-                        (((ptr32(x)[12] * ptr32(y)[25]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[27]) >> 16) & 0xffff) +
-                        (((ptr32(x)[14] * ptr32(y)[29]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[31]) >> 16) & 0xffff) +
-                        (((ptr32(x)[16] * ptr32(y)[33]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[35]) >> 16) & 0xffff) +
-                        (((ptr32(x)[18] * ptr32(y)[37]) >> 16) & 0xffff) + (((ptr32(x)[19] * ptr32(y)[39]) >> 16) & 0xffff) +
-                        (((ptr32(x)[20] * ptr32(y)[41]) >> 16) & 0xffff) + (((ptr32(x)[21] * ptr32(y)[43]) >> 16) & 0xffff) +
-                        (((ptr32(x)[22] * ptr32(y)[45]) >> 16) & 0xffff) + (((ptr32(x)[23] * ptr32(y)[47]) >> 16) & 0xffff) +
-                        (((ptr32(x)[24] * ptr32(y)[49]) >> 16) & 0xffff) + (((ptr32(x)[25] * ptr32(y)[51]) >> 16) & 0xffff) +
-                        (((ptr32(x)[26] * ptr32(y)[53]) >> 16) & 0xffff) + (((ptr32(x)[27] * ptr32(y)[55]) >> 16) & 0xffff) +
-                        (((ptr32(x)[28] * ptr32(y)[57]) >> 16) & 0xffff) + (((ptr32(x)[29] * ptr32(y)[59]) >> 16) & 0xffff) +
-                        (((ptr32(x)[30] * ptr32(y)[61]) >> 16) & 0xffff) + (((ptr32(x)[31] * ptr32(y)[63]) >> 16) & 0xffff) +
-                        (((ptr32(x)[32] * ptr32(y)[65]) >> 16) & 0xffff) + (((ptr32(x)[33] * ptr32(y)[67]) >> 16) & 0xffff) +
-                        (((ptr32(x)[34] * ptr32(y)[69]) >> 16) & 0xffff) + (((ptr32(x)[35] * ptr32(y)[71]) >> 16) & 0xffff))
-                    x = ptr8(int(x) + 144)
+                while n > 17:                       # 18 words a pass
+                    acc0 += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[4]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[12]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[16]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[20]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[24]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[28]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[32]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[36]) >> 16) & 0xffff) +
+                        (((ptr32(x)[10] * ptr32(y)[40]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[44]) >> 16) & 0xffff) +
+                        (((ptr32(x)[12] * ptr32(y)[48]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[52]) >> 16) & 0xffff) +
+                        (((ptr32(x)[14] * ptr32(y)[56]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[60]) >> 16) & 0xffff) +
+                        (((ptr32(x)[16] * ptr32(y)[64]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[68]) >> 16) & 0xffff))
+                    acc1 += ((((ptr32(x)[0] * ptr32(y)[1]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[5]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[9]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[13]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[17]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[21]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[25]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[29]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[33]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[37]) >> 16) & 0xffff) +
+                        (((ptr32(x)[10] * ptr32(y)[41]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[45]) >> 16) & 0xffff) +
+                        (((ptr32(x)[12] * ptr32(y)[49]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[53]) >> 16) & 0xffff) +
+                        (((ptr32(x)[14] * ptr32(y)[57]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[61]) >> 16) & 0xffff) +
+                        (((ptr32(x)[16] * ptr32(y)[65]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[69]) >> 16) & 0xffff))
+                    acc2 += ((((ptr32(x)[0] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[6]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[10]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[14]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[18]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[22]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[26]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[30]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[34]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[38]) >> 16) & 0xffff) +
+                        (((ptr32(x)[10] * ptr32(y)[42]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[46]) >> 16) & 0xffff) +
+                        (((ptr32(x)[12] * ptr32(y)[50]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[54]) >> 16) & 0xffff) +
+                        (((ptr32(x)[14] * ptr32(y)[58]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[62]) >> 16) & 0xffff) +
+                        (((ptr32(x)[16] * ptr32(y)[66]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[70]) >> 16) & 0xffff))
+                    acc3 += ((((ptr32(x)[0] * ptr32(y)[3]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[7]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[11]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[15]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[19]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[23]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[27]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[31]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[35]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[39]) >> 16) & 0xffff) +
+                        (((ptr32(x)[10] * ptr32(y)[43]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[47]) >> 16) & 0xffff) +
+                        (((ptr32(x)[12] * ptr32(y)[51]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[55]) >> 16) & 0xffff) +
+                        (((ptr32(x)[14] * ptr32(y)[59]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[63]) >> 16) & 0xffff) +
+                        (((ptr32(x)[16] * ptr32(y)[67]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[71]) >> 16) & 0xffff))
+                    x = ptr8(int(x) + 72)
                     y = ptr8(int(y) + 288)
-                    n -= 36
+                    n -= 18
                 while n:                            # nine words (np is 9 x the pairs)
-                    acc += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[2]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[4]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[6]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[10]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[12]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[14]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[16]) >> 16) & 0xffff))
-                    acb += ((((ptr32(x)[0] * ptr32(y)[1]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[3]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[5]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[7]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[9]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[11]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[13]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[15]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[17]) >> 16) & 0xffff))
+                    acc0 += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[4]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[12]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[16]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[20]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[24]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[28]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[32]) >> 16) & 0xffff))
+                    acc1 += ((((ptr32(x)[0] * ptr32(y)[1]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[5]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[9]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[13]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[17]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[21]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[25]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[29]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[33]) >> 16) & 0xffff))
+                    acc2 += ((((ptr32(x)[0] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[6]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[10]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[14]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[18]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[22]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[26]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[30]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[34]) >> 16) & 0xffff))
+                    acc3 += ((((ptr32(x)[0] * ptr32(y)[3]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[7]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[11]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[15]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[19]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[23]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[27]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[31]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[35]) >> 16) & 0xffff))
                     x = ptr8(int(x) + 36)
-                    y = ptr8(int(y) + 72)
+                    y = ptr8(int(y) + 144)
                     n -= 9
                 x = ptr8(int(x) - back)
-                acc >>= sa                          # arithmetic shift
-                if uint(acc - lo) > uint(hi):       # outside [lo, 127]: one compare in the common case
-                    if acc < lo:
-                        acc = lo
+                acc0 >>= sh0                         # arithmetic shift
+                if uint(acc0 - lo) > uint(hi):      # outside [lo, 127]: one compare in the common case
+                    if acc0 < lo:
+                        acc0 = lo
                     else:
-                        acc = 127
-                da[ox] = acc
-                acb >>= sb                          # arithmetic shift
-                if uint(acb - lo) > uint(hi):       # outside [lo, 127]: one compare in the common case
-                    if acb < lo:
-                        acb = lo
+                        acc0 = 127
+                d0[ox] = acc0
+                acc1 >>= sh1                         # arithmetic shift
+                if uint(acc1 - lo) > uint(hi):      # outside [lo, 127]: one compare in the common case
+                    if acc1 < lo:
+                        acc1 = lo
                     else:
-                        acb = 127
-                db[ox] = acb
-            wc += 8 * np
-            o += 2 * ho * wo
+                        acc1 = 127
+                d1[ox] = acc1
+                acc2 >>= sh2                         # arithmetic shift
+                if uint(acc2 - lo) > uint(hi):      # outside [lo, 127]: one compare in the common case
+                    if acc2 < lo:
+                        acc2 = lo
+                    else:
+                        acc2 = 127
+                d2[ox] = acc2
+                acc3 >>= sh3                         # arithmetic shift
+                if uint(acc3 - lo) > uint(hi):      # outside [lo, 127]: one compare in the common case
+                    if acc3 < lo:
+                        acc3 = lo
+                    else:
+                        acc3 = 127
+                d3[ox] = acc3
+            wc += 16 * np
+            o += 4 * ho * wo
         q += wo
 
 
@@ -509,7 +552,7 @@ def prepare(op, w, b, s, p):
         np = pairs = 0                              # conv_v takes its one-MAC-a-multiply path
     plane = (h + 2) * (wd + 2)
     at_pk = 4 * wo                                  # after room for 128 * sum of each window (int32)
-    co2 = cout + (cout & 1)                         # the dots go two output channels at a time
+    co2 = (cout + 3) // 4 * 4                       # the dots go four output channels at a time
     at_lb = at_pk + 4 * co2 * np
     at_img = at_lb + 4 * co2                        # the input as lanes, border 0
     at_row = at_img + 4 * pairs * plane             # three of its rows interleaved
@@ -527,8 +570,8 @@ def prepare(op, w, b, s, p):
             lay[at_w + co * k + i] = v
             ci, ky, kx = i // 9, i // 3 % 3, i % 3
             if np:                                  # word (kx, ky, pair): V = v[odd ci] + v[even ci] << 16,
-                j = (kx * 3 + ky) * pairs + (ci >> 1)   # two output channels' words interleaved
-                lay[at_pk + 4 * ((co >> 1) * 2 * np + 2 * j + (co & 1)) + (0 if ci & 1 else 2)] = v
+                j = (kx * 3 + ky) * pairs + (ci >> 1)   # four output channels' words interleaved
+                lay[at_pk + 4 * ((co >> 2) * 4 * np + 4 * j + (co & 3)) + (0 if ci & 1 else 2)] = v
             sw += v - 128
         r = _bias(b, co) + ((1 << s[co]) >> 1)
         c[co] = r - 128 * sw
