@@ -20,6 +20,9 @@ from array import array
 from kernels_portable import _bias
 
 import micropython
+from micropython import const
+
+_ROW = const(64)                                # the padded copy's row stride for one input channel
 
 
 @micropython.viper
@@ -78,8 +81,12 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
         wt = int(w) + p[8]
         col = int(w) + p[15]
         pad = int(w) + p[9]
+        one = cin == 1 and pw <= _ROW               # one input channel: rows _ROW bytes apart in the
+        rs = pw                                     # copy, so a window's taps sit at constant offsets
+        if one:
+            rs = _ROW
         x = src                                     # u = x + 128 into the copy with a border of 128
-        y = ptr8(pad + pw + 1)
+        y = ptr8(pad + rs + 1)
         for ci in range(cin):
             for iy in range(h):
                 n = wd
@@ -96,8 +103,57 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                     x = ptr8(int(x) + 1)
                     y = ptr8(int(y) + 1)
                     n -= 1
-                y = ptr8(int(y) + 2)
-            y = ptr8(int(y) + 2 * pw)
+                y = ptr8(int(y) + rs - wd)
+            y = ptr8(int(y) + 2 * rs)
+        if one:
+            for oy in range(ho):
+                r = pad + oy * st * _ROW
+                x = ptr8(r)
+                for ox in range(wo):                # 2. 128 * sum of each window
+                    sp[ox] = (x[0] + x[1] + x[2] + x[_ROW] + x[_ROW + 1] +
+                           x[_ROW + 2] + x[2 * _ROW] + x[2 * _ROW + 1] + x[2 * _ROW + 2]) << 7
+                    x = ptr8(int(x) + st)
+                o = q
+                wc = wt
+                for co in range(0, cout, 2):        # 3. two output channels at a time, one sum each
+                    ca = ((b[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | b[2 * co]
+                    cb = ((b[2 * co + 3] ^ 0x8000) - 0x8000) << 16 | b[2 * co + 2]
+                    sa = s[co]
+                    sb = s[co + 1]
+                    da = ptr8(int(dst) + o)
+                    db = ptr8(int(dst) + o + ho * wo)
+                    if co + 1 == cout:              # an odd cout: the partner's row goes to scratch
+                        db = ptr8(col)
+                        sb = s[co]
+                    x = ptr8(r)
+                    for ox in range(wo):
+                        y = ptr8(wc)
+                        su = sp[ox]
+                        acc = ca - su + (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] +
+                            x[_ROW] * y[3] + x[_ROW + 1] * y[4] + x[_ROW + 2] * y[5] +
+                            x[2 * _ROW] * y[6] + x[2 * _ROW + 1] * y[7] + x[2 * _ROW + 2] * y[8])
+                        acb = cb - su + (x[0] * y[9] + x[1] * y[10] + x[2] * y[11] +
+                            x[_ROW] * y[12] + x[_ROW + 1] * y[13] + x[_ROW + 2] * y[14] +
+                            x[2 * _ROW] * y[15] + x[2 * _ROW + 1] * y[16] + x[2 * _ROW + 2] * y[17])
+                        x = ptr8(int(x) + st)
+                        acc >>= sa                          # arithmetic shift
+                        if uint(acc - lo) > uint(hi):       # outside [lo, 127]: one compare in the common case
+                            if acc < lo:
+                                acc = lo
+                            else:
+                                acc = 127
+                        da[ox] = acc
+                        acb >>= sb                          # arithmetic shift
+                        if uint(acb - lo) > uint(hi):       # outside [lo, 127]: one compare in the common case
+                            if acb < lo:
+                                acb = lo
+                            else:
+                                acb = 127
+                        db[ox] = acb
+                    wc += 18
+                    o += 2 * ho * wo
+                q += wo
+            return
         for oy in range(ho):
             x = ptr8(col)                           # 2. the row's windows, one after the other
             for ox in range(wo):
@@ -123,44 +179,6 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                 sp[ox] = su << 7
             o = q
             wc = wt
-            if cin == 1:                            # 3. one input channel: two output channels at a
-                for co in range(0, cout, 2):        # time, one sum each an output (no loop)
-                    ca = ((b[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | b[2 * co]
-                    cb = ((b[2 * co + 3] ^ 0x8000) - 0x8000) << 16 | b[2 * co + 2]
-                    sa = s[co]
-                    sb = s[co + 1]
-                    da = ptr8(int(dst) + o)
-                    db = ptr8(int(dst) + o + ho * wo)
-                    if co + 1 == cout:              # an odd cout: the partner's row goes to scratch
-                        db = ptr8(col + 9 * wo)
-                        sb = s[co]
-                    x = ptr8(col)
-                    for ox in range(wo):
-                        y = ptr8(wc)
-                        su = sp[ox]
-                        acc = ca - su + (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
-                            x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8])
-                        acb = cb - su + (x[0] * y[9] + x[1] * y[10] + x[2] * y[11] + x[3] * y[12] + x[4] * y[13] +
-                            x[5] * y[14] + x[6] * y[15] + x[7] * y[16] + x[8] * y[17])
-                        x = ptr8(int(x) + 9)
-                        acc >>= sa                          # arithmetic shift
-                        if uint(acc - lo) > uint(hi):       # outside [lo, 127]: one compare in the common case
-                            if acc < lo:
-                                acc = lo
-                            else:
-                                acc = 127
-                        da[ox] = acc
-                        acb >>= sb                          # arithmetic shift
-                        if uint(acb - lo) > uint(hi):       # outside [lo, 127]: one compare in the common case
-                            if acb < lo:
-                                acb = lo
-                            else:
-                                acb = 127
-                        db[ox] = acb
-                    wc += 18
-                    o += 2 * ho * wo
-                q += wo
-                continue
             for co in range(cout):                  # 3. each output channel's dots with the row
                 c = ((b[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | b[2 * co]
                 sh = s[co]
@@ -557,8 +575,8 @@ def prepare(op, w, b, s, p):
     at_img = at_lb + 4 * co2                        # the input as lanes, border 0
     at_row = at_img + 4 * pairs * plane             # three of its rows interleaved
     at_w = at_row + 12 * pairs * (wd + 2)
-    at_padu = at_w + cout * k                       # the input as u = x + 128, border 128
-    at_col = at_padu + cin * plane
+    at_padu = at_w + cout * k                       # the input as u = x + 128, border 128 (rows
+    at_col = at_padu + (_ROW * (h + 2) if cin == 1 and wd + 2 <= _ROW else cin * plane)   # _ROW apart: conv_v)
     lay = bytearray(at_col + k * wo + wo)          # + scratch for an odd cout's extra channel
     for i in range(at_padu, at_col):
         lay[i] = 128

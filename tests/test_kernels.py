@@ -58,7 +58,7 @@ def kernel_cases(seed=0):
             cases.append(("conv", x, wq, b, n, [cin, h, w, cout, st, y.shape[2], y.shape[3], relu], y))
     for mode in ("rand", "rand", "min", "max"):
         for cin, cout, h, w, st, relu in [(1, 3, 5, 7, 1, 1), (3, 4, 6, 6, 2, 0), (2, 2, 7, 4, 2, 1), (4, 2, 1, 1, 1, 0),
-                                           (1, 16, 3, 9, 2, 1), (17, 1, 5, 3, 1, 0), (16, 5, 7, 9, 2, 1)]:
+                                           (1, 16, 3, 9, 2, 1), (17, 1, 5, 3, 1, 0), (16, 5, 7, 9, 2, 1), (1, 3, 3, 70, 2, 1)]:
             x = _x(rng, (1, cin, h, w), mode)
             wq, b, n = _wbn(rng, cout, cin * 9, mode)
             y = reference.conv(x, wq.reshape(cout, cin, 3, 3), b, n, st, relu)
