@@ -234,10 +234,12 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
         r = img + oy * st * rb                      # 2. the three input rows of this output row,
         y = ptr8(row)                               # interleaved: (column, row, pair), so a window is
         for ix in range(pw):                        # np consecutive words in (kx, ky, pair) order
+            cs = 0                                  # (and each column's sum, both lanes)
             for ky in range(3):
                 x = ptr8(r + ky * rb)
                 n = m4
                 while n > 15:
+                    cs += ptr32(x)[0] + ptr32(x)[1] + ptr32(x)[2] + ptr32(x)[3]
                     ptr32(y)[0] = ptr32(x)[0]
                     ptr32(y)[1] = ptr32(x)[1]
                     ptr32(y)[2] = ptr32(x)[2]
@@ -246,21 +248,16 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                     y = ptr8(int(y) + 16)
                     n -= 16
                 while n:
+                    cs += ptr32(x)[0]
                     ptr32(y)[0] = ptr32(x)[0]
                     x = ptr8(int(x) + 4)
                     y = ptr8(int(y) + 4)
                     n -= 4
+            sp[ix] = cs
             r += m4
-        for ox in range(wo):                        # 128 * sum of each window, a word (two lanes) at a
-            x = ptr8(row + ox * wstep)              # time (prepare() keeps 127 * np below 2^16)
-            su = 0
-            n = np
-            while n:
-                su += (ptr32(x)[0] + ptr32(x)[1] + ptr32(x)[2] + ptr32(x)[3] + ptr32(x)[4] +
-                       ptr32(x)[5] + ptr32(x)[6] + ptr32(x)[7] + ptr32(x)[8])
-                x = ptr8(int(x) + 36)
-                n -= 9
-            sp[ox] = ((su & 0xffff) + (su >> 16)) << 7
+        for ox in range(wo):                        # 128 * sum of each window: three columns (in
+            t = sp[ox * st] + sp[ox * st + 1] + sp[ox * st + 2]    # place: reads run ahead of writes;
+            sp[ox] = ((t & 0xffff) + (t >> 16)) << 7               # prepare() keeps 127 * np below 2^16)
         back = 4 * np - wstep                       # from a window's end to the next one's start
         scratch = int(w) + p[15]                    # where a padding output channel goes
         o = q
@@ -569,7 +566,7 @@ def prepare(op, w, b, s, p):
     if 127 * np >= 65536:                           # a window's lane sums would not fit 16 bits:
         np = pairs = 0                              # conv_v takes its one-MAC-a-multiply path
     plane = (h + 2) * (wd + 2)
-    at_pk = 4 * wo                                  # after room for 128 * sum of each window (int32)
+    at_pk = 4 * (wd + 2)                            # after room for 128 * sum of each window (int32)
     co2 = (cout + 3) // 4 * 4                       # the dots go four output channels at a time
     at_lb = at_pk + 4 * co2 * np
     at_img = at_lb + 4 * co2                        # the input as lanes, border 0
