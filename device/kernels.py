@@ -27,16 +27,20 @@ _ROW = const(64)                                # the padded copy's row stride f
 
 @micropython.viper
 def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
-    # p: cin, h, w, cout, stride, ho, wo, relu, then prepare()'s offsets into w: weights, pad, col,
-    # pairs, lane biases, lanes, the words a window (np), pad of u. 3x3, zero padding 1. Two paths,
-    # exact both; a scan of the input's sign bits picks one:
+    # p: cin, h, w, cout, stride, ho, wo, relu, then prepare()'s offsets into w: weights, pad of u,
+    # lane image, weight words, lane biases, row, np (words a window; 0: no lane path), col.
+    # 3x3, zero padding 1. Two paths, exact both; a scan of the input's sign bits picks one:
     # - any input < 0 (a first layer): u = x + 128, v = w + 128, sum(w x) = sum(v u) - 128 sum(u)
-    #   - 128 sum(w) (the last term is in b), one MAC a multiply.
-    # - all inputs >= 0 (after a relu): two MACs a multiply. A window is np 32-bit words of two taps
-    #   X = x0 + x1 << 16 (16-bit lanes), the weights np words V = v1 + v0 << 16, so
+    #   - 128 sum(w) (the last term is in b), one MAC a multiply. One input channel: the copy's rows
+    #   _ROW apart, so a window's taps are constant offsets; more: each row's windows built in col.
+    # - all inputs >= 0 (after a relu): two MACs a multiply. Input channels go two a 32-bit word in
+    #   16-bit lanes, X = x[2m] + x[2m + 1] << 16, the weights V = v[2m + 1] + v[2m] << 16, so
     #   X V = x0 v1 + (x0 v0 + x1 v1) << 16 + x1 v0 << 32; x <= 127 and v <= 255 keep x0 v1 and
     #   x0 v0 + x1 v1 below 2^16, so (X V >> 16) & 0xffff is the pair's dot on 32- and 64-bit words
-    #   alike. sum(w x) = sum(v x) - 128 sum(x); the lane biases hold bias + round.
+    #   alike (the chip alone would need no AND; the unix port's 64-bit product keeps x1 v0 << 32).
+    #   sum(w x) = sum(v x) - 128 sum(x); the lane biases hold bias + round. Each output row's three
+    #   input rows are interleaved so a window is np consecutive words, and four output channels'
+    #   weight words are interleaved so one loop feeds four sums.
     # Viper keeps only its first two locals in registers, so x and y are the pointers each hot loop
     # walks (cast to ptr32 where a loop reads words: a cast costs no instruction).
     cin = p[0]
