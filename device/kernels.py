@@ -20,16 +20,29 @@ from array import array
 from kernels_portable import _bias
 
 import micropython
+from micropython import const
+
+_ROW = const(64)                                # the padded copy's row stride for one input channel
 
 
 @micropython.viper
 def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
-    # p: cin, h, w, cout, stride, ho, wo, relu, then prepare()'s offsets into w: weights, pad, col.
-    # 3x3, zero padding 1. w holds: 128 * sum(u) a pixel of one output row (int32); v = w + 128
-    # [cout][cin][9] (unsigned); the input as u = x + 128 (cin, h+2, w+2) with a border of 128 (a
-    # zero); one output row's windows (wo x cin x 9). b holds C = bias + round - 128 * sum(w).
-    # Then sum(w x) = sum(v u) - 128 sum(u): no load needs a sign extension. Viper keeps only its
-    # first two locals in registers, so x and y are reused as the two pointers each hot loop walks.
+    # p: cin, h, w, cout, stride, ho, wo, relu, then prepare()'s offsets into w: weights, pad of u,
+    # lane image, weight words, lane biases, row, np (words a window; 0: no lane path), col.
+    # 3x3, zero padding 1. Two paths, exact both; a scan of the input's sign bits picks one:
+    # - any input < 0 (a first layer): u = x + 128, v = w + 128, sum(w x) = sum(v u) - 128 sum(u)
+    #   - 128 sum(w) (the last term is in b), one MAC a multiply. One input channel: the copy's rows
+    #   _ROW apart, so a window's taps are constant offsets; more: each row's windows built in col.
+    # - all inputs >= 0 (after a relu): two MACs a multiply. Input channels go two a 32-bit word in
+    #   16-bit lanes, X = x[2m] + x[2m + 1] << 16, the weights V = v[2m + 1] + v[2m] << 16, so
+    #   X V = x0 v1 + (x0 v0 + x1 v1) << 16 + x1 v0 << 32; x <= 127 and v <= 255 keep x0 v1 and
+    #   x0 v0 + x1 v1 below 2^16, so (X V >> 16) & 0xffff is the pair's dot on 32- and 64-bit words
+    #   alike (the chip alone would need no AND; the unix port's 64-bit product keeps x1 v0 << 32).
+    #   sum(w x) = sum(v x) - 128 sum(x); the lane biases hold bias + round. Each output row's three
+    #   input rows are interleaved so a window is np consecutive words, and four output channels'
+    #   weight words are interleaved so one loop feeds four sums.
+    # Viper keeps only its first two locals in registers, so x and y are the pointers each hot loop
+    # walks (cast to ptr32 where a loop reads words: a cast costs no instruction).
     cin = p[0]
     h = p[1]
     wd = p[2]
@@ -40,80 +53,348 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     lo = -128
     if p[7]:
         lo = 0
+    hi = 127 - lo
     src = x
     dst = y
     sp = ptr32(w)
-    wt = int(w) + p[8]
-    pad = int(w) + p[9]
-    col = int(w) + p[10]
     k = cin * 9
+    np = p[14]
     pw = wd + 2
     plane = (h + 2) * pw
-    x = src                                         # 1. the input, unsigned, into the padded copy
-    for ci in range(cin):
-        r = pad + ci * plane + pw + 1
-        for iy in range(h):
-            y = ptr8(r)
-            for ix in range(wd):
-                y[ix] = x[ix] ^ 0x80
-            x = ptr8(int(x) + wd)
-            r += pw
     step = plane - 2 * pw
+    x = src                                         # 1. any negative input? (sign bits, a word at a time)
+    neg = 0
+    n = cin * h * wd
+    while n and int(x) & 3:
+        neg |= x[0]
+        x = ptr8(int(x) + 1)
+        n -= 1
+    while n > 15:
+        neg |= ptr32(x)[0] | ptr32(x)[1] | ptr32(x)[2] | ptr32(x)[3]
+        x = ptr8(int(x) + 16)
+        n -= 16
+    while n:
+        neg |= x[0]
+        x = ptr8(int(x) + 1)
+        n -= 1
+    neg = (neg >> 7) & 0x01010101
+    if np == 0:                                     # too many words for 16-bit lane sums
+        neg = 1
     q = 0
-    for oy in range(ho):
-        x = ptr8(col)                               # 2. the row's windows, one after the other
-        for ox in range(wo):
-            y = ptr8(pad + oy * st * pw + ox * st)
-            su = 0
-            n = cin
+    if neg:
+        wt = int(w) + p[8]
+        col = int(w) + p[15]
+        pad = int(w) + p[9]
+        one = cin == 1 and pw <= _ROW               # one input channel: rows _ROW bytes apart in the
+        rs = pw                                     # copy, so a window's taps sit at constant offsets
+        if one:
+            rs = _ROW
+        x = src                                     # u = x + 128 into the copy with a border of 128
+        y = ptr8(pad + rs + 1)
+        for ci in range(cin):
+            for iy in range(h):
+                n = wd
+                while n > 3:
+                    y[0] = x[0] ^ 0x80
+                    y[1] = x[1] ^ 0x80
+                    y[2] = x[2] ^ 0x80
+                    y[3] = x[3] ^ 0x80
+                    x = ptr8(int(x) + 4)
+                    y = ptr8(int(y) + 4)
+                    n -= 4
+                while n:
+                    y[0] = x[0] ^ 0x80
+                    x = ptr8(int(x) + 1)
+                    y = ptr8(int(y) + 1)
+                    n -= 1
+                y = ptr8(int(y) + rs - wd)
+            y = ptr8(int(y) + 2 * rs)
+        if one:
+            for oy in range(ho):
+                r = pad + oy * st * _ROW
+                x = ptr8(r)
+                for ox in range(wo):                # 2. 128 * sum of each window
+                    sp[ox] = (x[0] + x[1] + x[2] + x[_ROW] + x[_ROW + 1] +
+                           x[_ROW + 2] + x[2 * _ROW] + x[2 * _ROW + 1] + x[2 * _ROW + 2]) << 7
+                    x = ptr8(int(x) + st)
+                o = q
+                wc = wt
+                for co in range(0, cout, 2):        # 3. two output channels at a time, one sum each
+                    ca = ((b[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | b[2 * co]
+                    cb = ((b[2 * co + 3] ^ 0x8000) - 0x8000) << 16 | b[2 * co + 2]
+                    sa = s[co]
+                    sb = s[co + 1]
+                    da = ptr8(int(dst) + o)
+                    db = ptr8(int(dst) + o + ho * wo)
+                    if co + 1 == cout:              # an odd cout: the partner's row goes to scratch
+                        db = ptr8(col)
+                        sb = s[co]
+                    x = ptr8(r)
+                    for ox in range(wo):
+                        y = ptr8(wc)
+                        su = sp[ox]
+                        acc = ca - su + (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] +
+                            x[_ROW] * y[3] + x[_ROW + 1] * y[4] + x[_ROW + 2] * y[5] +
+                            x[2 * _ROW] * y[6] + x[2 * _ROW + 1] * y[7] + x[2 * _ROW + 2] * y[8])
+                        acb = cb - su + (x[0] * y[9] + x[1] * y[10] + x[2] * y[11] +
+                            x[_ROW] * y[12] + x[_ROW + 1] * y[13] + x[_ROW + 2] * y[14] +
+                            x[2 * _ROW] * y[15] + x[2 * _ROW + 1] * y[16] + x[2 * _ROW + 2] * y[17])
+                        x = ptr8(int(x) + st)
+                        acc >>= sa                          # arithmetic shift
+                        if uint(acc - lo) > uint(hi):       # outside [lo, 127]: one compare in the common case
+                            if acc < lo:
+                                acc = lo
+                            else:
+                                acc = 127
+                        da[ox] = acc
+                        acb >>= sb                          # arithmetic shift
+                        if uint(acb - lo) > uint(hi):       # outside [lo, 127]: one compare in the common case
+                            if acb < lo:
+                                acb = lo
+                            else:
+                                acb = 127
+                        db[ox] = acb
+                    wc += 18
+                    o += 2 * ho * wo
+                q += wo
+            return
+        for oy in range(ho):
+            x = ptr8(col)                           # 2. the row's windows, one after the other
+            for ox in range(wo):
+                y = ptr8(pad + oy * st * pw + ox * st)
+                su = 0
+                n = cin
+                while n:
+                    x[0] = y[0]
+                    x[1] = y[1]
+                    x[2] = y[2]
+                    y = ptr8(int(y) + pw)
+                    x[3] = y[0]
+                    x[4] = y[1]
+                    x[5] = y[2]
+                    y = ptr8(int(y) + pw)
+                    x[6] = y[0]
+                    x[7] = y[1]
+                    x[8] = y[2]
+                    su += x[0] + x[1] + x[2] + x[3] + x[4] + x[5] + x[6] + x[7] + x[8]
+                    x = ptr8(int(x) + 9)
+                    y = ptr8(int(y) + step)
+                    n -= 1
+                sp[ox] = su << 7
+            o = q
+            wc = wt
+            for co in range(cout):                  # 3. each output channel's dots with the row
+                c = ((b[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | b[2 * co]
+                sh = s[co]
+                d = ptr8(int(dst) + o)
+                x = ptr8(col)
+                for ox in range(wo):
+                    y = ptr8(wc)
+                    acc = c - sp[ox]
+                    n = cin
+                    while n > 1:                # two input channels a pass
+                        acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
+                            x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8] + x[9] * y[9] +
+                            x[10] * y[10] + x[11] * y[11] + x[12] * y[12] + x[13] * y[13] + x[14] * y[14] +
+                            x[15] * y[15] + x[16] * y[16] + x[17] * y[17])
+                        x = ptr8(int(x) + 18)
+                        y = ptr8(int(y) + 18)
+                        n -= 2
+                    while n:                    # an odd one (a loop, not an if: the cycle model counts loops)
+                        acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
+                            x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8])
+                        x = ptr8(int(x) + 9)
+                        n = 0
+                    acc >>= sh                              # arithmetic shift
+                    if uint(acc - lo) > uint(hi):           # outside [lo, 127]: one compare in the common case
+                        if acc < lo:
+                            acc = lo
+                        else:
+                            acc = 127
+                    d[ox] = acc
+                wc += k
+                o += ho * wo
+            q += wo
+        return
+    wt = int(w) + p[11]
+    lb = ptr16(int(w) + p[12])
+    row = int(w) + p[13]
+    img = int(w) + p[10]
+    m4 = 4 * (np // 9)                              # bytes a pixel: a word per two input channels
+    x = src                                         # the input as 16-bit lanes, channel pairs side by
+    for ci in range(cin):                           # side: word (pixel, m) = x[2m] + x[2m + 1] << 16
+        y = ptr8(img + (pw + 1) * m4 + (ci >> 1) * 4 + (ci & 1) * 2)
+        for iy in range(h):
+            n = wd
             while n:
-                x[0] = y[0]
-                x[1] = y[1]
-                x[2] = y[2]
-                y = ptr8(int(y) + pw)
-                x[3] = y[0]
-                x[4] = y[1]
-                x[5] = y[2]
-                y = ptr8(int(y) + pw)
-                x[6] = y[0]
-                x[7] = y[1]
-                x[8] = y[2]
-                su += x[0] + x[1] + x[2] + x[3] + x[4] + x[5] + x[6] + x[7] + x[8]
-                x = ptr8(int(x) + 9)
-                y = ptr8(int(y) + step)
+                y[0] = x[0]
+                x = ptr8(int(x) + 1)
+                y = ptr8(int(y) + m4)
                 n -= 1
-            sp[ox] = su << 7
+            y = ptr8(int(y) + 2 * m4)
+    rb = pw * m4
+    wstep = st * 3 * m4
+    for oy in range(ho):
+        r = img + oy * st * rb                      # 2. the three input rows of this output row,
+        y = ptr8(row)                               # interleaved: (column, row, pair), so a window is
+        for ix in range(pw):                        # np consecutive words in (kx, ky, pair) order
+            cs = 0                                  # (and each column's sum, both lanes)
+            for ky in range(3):
+                x = ptr8(r + ky * rb)
+                n = m4
+                while n > 15:
+                    cs += ptr32(x)[0] + ptr32(x)[1] + ptr32(x)[2] + ptr32(x)[3]
+                    ptr32(y)[0] = ptr32(x)[0]
+                    ptr32(y)[1] = ptr32(x)[1]
+                    ptr32(y)[2] = ptr32(x)[2]
+                    ptr32(y)[3] = ptr32(x)[3]
+                    x = ptr8(int(x) + 16)
+                    y = ptr8(int(y) + 16)
+                    n -= 16
+                while n:
+                    cs += ptr32(x)[0]
+                    ptr32(y)[0] = ptr32(x)[0]
+                    x = ptr8(int(x) + 4)
+                    y = ptr8(int(y) + 4)
+                    n -= 4
+            sp[ix] = cs
+            r += m4
+        for ox in range(wo):                        # 128 * sum of each window: three columns (in
+            t = sp[ox * st] + sp[ox * st + 1] + sp[ox * st + 2]    # place: reads run ahead of writes;
+            sp[ox] = ((t & 0xffff) + (t >> 16)) << 7               # prepare() keeps 127 * np below 2^16)
+        back = 4 * np - wstep                       # from a window's end to the next one's start
+        scratch = int(w) + p[15]                    # where a padding output channel goes
         o = q
         wc = wt
-        for co in range(cout):                      # 3. each output channel's dots with the row
-            c = ((b[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | b[2 * co]
-            sh = s[co]
-            x = ptr8(col)
+        for co in range(0, cout, 4):                # 3. four output channels' dots with the row at a
+            c0 = ((lb[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | lb[2 * co + 0]
+            c1 = ((lb[2 * co + 3] ^ 0x8000) - 0x8000) << 16 | lb[2 * co + 2]
+            c2 = ((lb[2 * co + 5] ^ 0x8000) - 0x8000) << 16 | lb[2 * co + 4]
+            c3 = ((lb[2 * co + 7] ^ 0x8000) - 0x8000) << 16 | lb[2 * co + 6]
+            d0 = ptr8(scratch)
+            sh0 = 0
+            if co + 0 < cout:
+                d0 = ptr8(int(dst) + o + 0 * ho * wo)
+                sh0 = s[co + 0]
+            d1 = ptr8(scratch)
+            sh1 = 0
+            if co + 1 < cout:
+                d1 = ptr8(int(dst) + o + 1 * ho * wo)
+                sh1 = s[co + 1]
+            d2 = ptr8(scratch)
+            sh2 = 0
+            if co + 2 < cout:
+                d2 = ptr8(int(dst) + o + 2 * ho * wo)
+                sh2 = s[co + 2]
+            d3 = ptr8(scratch)
+            sh3 = 0
+            if co + 3 < cout:
+                d3 = ptr8(int(dst) + o + 3 * ho * wo)
+                sh3 = s[co + 3]
+            x = ptr8(row)                           # time (their words interleaved: one loop)
             for ox in range(wo):
                 y = ptr8(wc)
-                acc = c - sp[ox]
-                n = cin
-                while n > 1:                        # two input channels a pass: less loop per MAC
-                    acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
-                            x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8] + x[9] * y[9] +
-                            x[10] * y[10] + x[11] * y[11] + x[12] * y[12] + x[13] * y[13] +
-                            x[14] * y[14] + x[15] * y[15] + x[16] * y[16] + x[17] * y[17])
-                    x = ptr8(int(x) + 18)
-                    y = ptr8(int(y) + 18)
-                    n -= 2
-                while n:                            # an odd one (a loop, not an if: the cycle model counts loops)
-                    acc += (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3] + x[4] * y[4] +
-                            x[5] * y[5] + x[6] * y[6] + x[7] * y[7] + x[8] * y[8])
-                    x = ptr8(int(x) + 9)
-                    n = 0
-                acc >>= sh                          # arithmetic shift
-                if acc < lo:
-                    acc = lo
-                elif acc > 127:
-                    acc = 127
-                dst[o + ox] = acc
-            wc += k
-            o += ho * wo
+                su = sp[ox]
+                acc0 = c0 - su
+                acc1 = c1 - su
+                acc2 = c2 - su
+                acc3 = c3 - su
+                n = np
+                while n > 17:                       # 18 words a pass
+                    acc0 += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[4]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[12]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[16]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[20]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[24]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[28]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[32]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[36]) >> 16) & 0xffff) +
+                        (((ptr32(x)[10] * ptr32(y)[40]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[44]) >> 16) & 0xffff) +
+                        (((ptr32(x)[12] * ptr32(y)[48]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[52]) >> 16) & 0xffff) +
+                        (((ptr32(x)[14] * ptr32(y)[56]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[60]) >> 16) & 0xffff) +
+                        (((ptr32(x)[16] * ptr32(y)[64]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[68]) >> 16) & 0xffff))
+                    acc1 += ((((ptr32(x)[0] * ptr32(y)[1]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[5]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[9]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[13]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[17]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[21]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[25]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[29]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[33]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[37]) >> 16) & 0xffff) +
+                        (((ptr32(x)[10] * ptr32(y)[41]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[45]) >> 16) & 0xffff) +
+                        (((ptr32(x)[12] * ptr32(y)[49]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[53]) >> 16) & 0xffff) +
+                        (((ptr32(x)[14] * ptr32(y)[57]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[61]) >> 16) & 0xffff) +
+                        (((ptr32(x)[16] * ptr32(y)[65]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[69]) >> 16) & 0xffff))
+                    acc2 += ((((ptr32(x)[0] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[6]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[10]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[14]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[18]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[22]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[26]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[30]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[34]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[38]) >> 16) & 0xffff) +
+                        (((ptr32(x)[10] * ptr32(y)[42]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[46]) >> 16) & 0xffff) +
+                        (((ptr32(x)[12] * ptr32(y)[50]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[54]) >> 16) & 0xffff) +
+                        (((ptr32(x)[14] * ptr32(y)[58]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[62]) >> 16) & 0xffff) +
+                        (((ptr32(x)[16] * ptr32(y)[66]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[70]) >> 16) & 0xffff))
+                    acc3 += ((((ptr32(x)[0] * ptr32(y)[3]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[7]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[11]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[15]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[19]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[23]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[27]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[31]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[35]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[39]) >> 16) & 0xffff) +
+                        (((ptr32(x)[10] * ptr32(y)[43]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[47]) >> 16) & 0xffff) +
+                        (((ptr32(x)[12] * ptr32(y)[51]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[55]) >> 16) & 0xffff) +
+                        (((ptr32(x)[14] * ptr32(y)[59]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[63]) >> 16) & 0xffff) +
+                        (((ptr32(x)[16] * ptr32(y)[67]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[71]) >> 16) & 0xffff))
+                    x = ptr8(int(x) + 72)
+                    y = ptr8(int(y) + 288)
+                    n -= 18
+                while n:                            # nine words (np is 9 x the pairs)
+                    acc0 += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[4]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[12]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[16]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[20]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[24]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[28]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[32]) >> 16) & 0xffff))
+                    acc1 += ((((ptr32(x)[0] * ptr32(y)[1]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[5]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[9]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[13]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[17]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[21]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[25]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[29]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[33]) >> 16) & 0xffff))
+                    acc2 += ((((ptr32(x)[0] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[6]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[10]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[14]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[18]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[22]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[26]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[30]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[34]) >> 16) & 0xffff))
+                    acc3 += ((((ptr32(x)[0] * ptr32(y)[3]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[7]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[11]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[15]) >> 16) & 0xffff) +
+                        (((ptr32(x)[4] * ptr32(y)[19]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[23]) >> 16) & 0xffff) +
+                        (((ptr32(x)[6] * ptr32(y)[27]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[31]) >> 16) & 0xffff) +
+                        (((ptr32(x)[8] * ptr32(y)[35]) >> 16) & 0xffff))
+                    x = ptr8(int(x) + 36)
+                    y = ptr8(int(y) + 144)
+                    n -= 9
+                x = ptr8(int(x) - back)
+                acc0 >>= sh0                         # arithmetic shift
+                if uint(acc0 - lo) > uint(hi):      # outside [lo, 127]: one compare in the common case
+                    if acc0 < lo:
+                        acc0 = lo
+                    else:
+                        acc0 = 127
+                d0[ox] = acc0
+                acc1 >>= sh1                         # arithmetic shift
+                if uint(acc1 - lo) > uint(hi):      # outside [lo, 127]: one compare in the common case
+                    if acc1 < lo:
+                        acc1 = lo
+                    else:
+                        acc1 = 127
+                d1[ox] = acc1
+                acc2 >>= sh2                         # arithmetic shift
+                if uint(acc2 - lo) > uint(hi):      # outside [lo, 127]: one compare in the common case
+                    if acc2 < lo:
+                        acc2 = lo
+                    else:
+                        acc2 = 127
+                d2[ox] = acc2
+                acc3 >>= sh3                         # arithmetic shift
+                if uint(acc3 - lo) > uint(hi):      # outside [lo, 127]: one compare in the common case
+                    if acc3 < lo:
+                        acc3 = lo
+                    else:
+                        acc3 = 127
+                d3[ox] = acc3
+            wc += 16 * np
+            o += 4 * ho * wo
         q += wo
 
 
@@ -284,21 +565,38 @@ def prepare(op, w, b, s, p):
         return w, b, s, p
     cin, h, wd, cout, wo = p[0], p[1], p[2], p[3], p[6]
     k = 9 * cin
-    at_w = 4 * wo
-    at_pad = at_w + cout * k
-    at_col = at_pad + cin * (h + 2) * (wd + 2)
-    lay = bytearray(at_col + k * wo)
-    for i in range(cout * k):
-        lay[at_w + i] = w[i] ^ 0x80                 # int8 byte -> w + 128
-    for i in range(at_pad, at_col):
-        lay[i] = 128                                # the border stays 128 (a zero); conv_v fills the inside
-    c = array("i", bytes(4 * cout))
+    pairs = (cin + 1) // 2                          # input channels two a 32-bit word (16-bit lanes)
+    np = 9 * pairs                                  # words a window
+    if 127 * np >= 65536:                           # a window's lane sums would not fit 16 bits:
+        np = pairs = 0                              # conv_v takes its one-MAC-a-multiply path
+    plane = (h + 2) * (wd + 2)
+    at_pk = 4 * (wd + 2)                            # after room for 128 * sum of each window (int32)
+    co2 = (cout + 3) // 4 * 4                       # the dots go four output channels at a time
+    at_lb = at_pk + 4 * co2 * np
+    at_img = at_lb + 4 * co2                        # the input as lanes, border 0
+    at_row = at_img + 4 * pairs * plane             # three of its rows interleaved
+    at_w = at_row + 12 * pairs * (wd + 2)
+    at_padu = at_w + cout * k                       # the input as u = x + 128, border 128 (rows
+    at_col = at_padu + (_ROW * (h + 2) if cin == 1 and wd + 2 <= _ROW else cin * plane)   # _ROW apart: conv_v)
+    lay = bytearray(at_col + k * wo + wo)          # + scratch for an odd cout's extra channel
+    for i in range(at_padu, at_col):
+        lay[i] = 128
+    c = array("i", bytes(4 * co2))
     for co in range(cout):
         sw = 0
-        for i in range(co * k, co * k + k):
-            sw += (w[i] ^ 0x80) - 0x80
-        c[co] = _bias(b, co) + ((1 << s[co]) >> 1) - 128 * sw
-    return lay, c, s, array("i", list(p) + [at_w, at_pad, at_col])
+        for i in range(k):
+            v = w[co * k + i] ^ 0x80                # int8 byte -> v = w + 128
+            lay[at_w + co * k + i] = v
+            ci, ky, kx = i // 9, i // 3 % 3, i % 3
+            if np:                                  # word (kx, ky, pair): V = v[odd ci] + v[even ci] << 16,
+                j = (kx * 3 + ky) * pairs + (ci >> 1)   # four output channels' words interleaved
+                lay[at_pk + 4 * ((co >> 2) * 4 * np + 4 * j + (co & 3)) + (0 if ci & 1 else 2)] = v
+            sw += v - 128
+        r = _bias(b, co) + ((1 << s[co]) >> 1)
+        c[co] = r - 128 * sw
+        for i in range(4):
+            lay[at_lb + 4 * co + i] = (r >> 8 * i) & 0xff
+    return lay, c, s, array("i", list(p) + [at_w, at_padu, at_img, at_pk, at_lb, at_row, np, at_col])
 
 
 # in blob op order (blob.CONV == 1 ...), then dense over an int16 src

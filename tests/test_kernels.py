@@ -22,6 +22,8 @@ def _x(rng, shape, mode):
         return np.full(shape, -128, np.int8)
     if mode == "max":
         return np.full(shape, 127, np.int8)
+    if mode == "relu":                              # after a relu: conv_v's two-MACs-a-multiply path
+        return rng.integers(0, 128, shape).astype(np.int8)
     return rng.integers(-128, 128, shape).astype(np.int8)
 
 
@@ -44,9 +46,19 @@ def _wbn(rng, cout, k, mode, xmax=128):
 def kernel_cases(seed=0):
     """[(kernel name, x, w, b, s, params, expected y)] covering every kernel, stride, relu and edge."""
     rng, cases = np.random.default_rng(seed), []
+    for mode in ("relu", "relu", "max"):
+        for cin, cout, h, w, st, relu in [(1, 3, 5, 7, 1, 1), (3, 4, 6, 6, 2, 0), (8, 3, 5, 4, 1, 1), (16, 2, 3, 5, 2, 0),
+                                           (4, 7, 3, 4, 1, 1), (17, 2, 4, 3, 1, 1), (2, 1, 1, 1, 1, 0)]:
+            x = _x(rng, (1, cin, h, w), mode)
+            wq, b, n = _wbn(rng, cout, cin * 9, mode if mode == "max" else "rand", xmax=127)
+            if mode == "relu":                      # outputs mostly inside [-128, 127], so every bit shows
+                n[:] = max(0, int(np.log2(np.sqrt(cin * 9) * 64 * 73 / 40)))
+                b = rng.integers(-2 ** (int(n[0]) + 6), 2 ** (int(n[0]) + 6), cout).astype(np.int32)
+            y = reference.conv(x, wq.reshape(cout, cin, 3, 3), b, n, st, relu)
+            cases.append(("conv", x, wq, b, n, [cin, h, w, cout, st, y.shape[2], y.shape[3], relu], y))
     for mode in ("rand", "rand", "min", "max"):
         for cin, cout, h, w, st, relu in [(1, 3, 5, 7, 1, 1), (3, 4, 6, 6, 2, 0), (2, 2, 7, 4, 2, 1), (4, 2, 1, 1, 1, 0),
-                                           (1, 16, 3, 9, 2, 1), (17, 1, 5, 3, 1, 0), (16, 5, 7, 9, 2, 1)]:
+                                           (1, 16, 3, 9, 2, 1), (17, 1, 5, 3, 1, 0), (16, 5, 7, 9, 2, 1), (1, 3, 3, 70, 2, 1)]:
             x = _x(rng, (1, cin, h, w), mode)
             wq, b, n = _wbn(rng, cout, cin * 9, mode)
             y = reference.conv(x, wq.reshape(cout, cin, 3, 3), b, n, st, relu)
