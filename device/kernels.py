@@ -165,22 +165,22 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                             else:
                                 acc0 = 127
                         d0[ox] = acc0
-                        acc1 >>= sh1                     # arithmetic shift
-                        if uint(acc1 - lo) > uint(hi):  # outside [lo, 127]: one compare in the common case
+                        acc1 >>= sh1
+                        if uint(acc1 - lo) > uint(hi):
                             if acc1 < lo:
                                 acc1 = lo
                             else:
                                 acc1 = 127
                         d1[ox] = acc1
-                        acc2 >>= sh2                     # arithmetic shift
-                        if uint(acc2 - lo) > uint(hi):  # outside [lo, 127]: one compare in the common case
+                        acc2 >>= sh2
+                        if uint(acc2 - lo) > uint(hi):
                             if acc2 < lo:
                                 acc2 = lo
                             else:
                                 acc2 = 127
                         d2[ox] = acc2
-                        acc3 >>= sh3                     # arithmetic shift
-                        if uint(acc3 - lo) > uint(hi):  # outside [lo, 127]: one compare in the common case
+                        acc3 >>= sh3
+                        if uint(acc3 - lo) > uint(hi):
                             if acc3 < lo:
                                 acc3 = lo
                             else:
@@ -401,22 +401,22 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                     else:
                         acc0 = 127
                 d0[ox] = acc0
-                acc1 >>= sh1                         # arithmetic shift
-                if uint(acc1 - lo) > uint(hi):      # outside [lo, 127]: one compare in the common case
+                acc1 >>= sh1
+                if uint(acc1 - lo) > uint(hi):
                     if acc1 < lo:
                         acc1 = lo
                     else:
                         acc1 = 127
                 d1[ox] = acc1
-                acc2 >>= sh2                         # arithmetic shift
-                if uint(acc2 - lo) > uint(hi):      # outside [lo, 127]: one compare in the common case
+                acc2 >>= sh2
+                if uint(acc2 - lo) > uint(hi):
                     if acc2 < lo:
                         acc2 = lo
                     else:
                         acc2 = 127
                 d2[ox] = acc2
-                acc3 >>= sh3                         # arithmetic shift
-                if uint(acc3 - lo) > uint(hi):      # outside [lo, 127]: one compare in the common case
+                acc3 >>= sh3
+                if uint(acc3 - lo) > uint(hi):
                     if acc3 < lo:
                         acc3 = lo
                     else:
