@@ -119,43 +119,75 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                     x = ptr8(int(x) + st)
                 o = q
                 wc = wt
-                for co in range(0, cout, 2):        # 3. two output channels at a time, one sum each
-                    ca = ((b[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | b[2 * co]
-                    cb = ((b[2 * co + 3] ^ 0x8000) - 0x8000) << 16 | b[2 * co + 2]
-                    sa = s[co]
-                    sb = s[co + 1]
-                    da = ptr8(int(dst) + o)
-                    db = ptr8(int(dst) + o + ho * wo)
-                    if co + 1 == cout:              # an odd cout: the partner's row goes to scratch
-                        db = ptr8(col)
-                        sb = s[co]
+                for co in range(0, cout, 4):        # 3. four output channels at a time, one sum each
+                    c0 = ((b[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | b[2 * co]
+                    c1 = ((b[2 * co + 3] ^ 0x8000) - 0x8000) << 16 | b[2 * co + 2]
+                    c2 = ((b[2 * co + 5] ^ 0x8000) - 0x8000) << 16 | b[2 * co + 4]
+                    c3 = ((b[2 * co + 7] ^ 0x8000) - 0x8000) << 16 | b[2 * co + 6]
+                    d0 = ptr8(int(dst) + o)                 # (a padding channel's row goes to scratch)
+                    sh0 = s[co]
+                    d1 = ptr8(col)
+                    sh1 = 0
+                    if co + 1 < cout:
+                        d1 = ptr8(int(dst) + o + ho * wo)
+                        sh1 = s[co + 1]
+                    d2 = ptr8(col)
+                    sh2 = 0
+                    if co + 2 < cout:
+                        d2 = ptr8(int(dst) + o + 2 * ho * wo)
+                        sh2 = s[co + 2]
+                    d3 = ptr8(col)
+                    sh3 = 0
+                    if co + 3 < cout:
+                        d3 = ptr8(int(dst) + o + 3 * ho * wo)
+                        sh3 = s[co + 3]
                     x = ptr8(r)
                     for ox in range(wo):
                         y = ptr8(wc)
                         su = sp[ox]
-                        acc = ca - su + (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] +
+                        acc0 = c0 - su + (x[0] * y[0] + x[1] * y[1] + x[2] * y[2] +
                             x[_ROW] * y[3] + x[_ROW + 1] * y[4] + x[_ROW + 2] * y[5] +
                             x[2 * _ROW] * y[6] + x[2 * _ROW + 1] * y[7] + x[2 * _ROW + 2] * y[8])
-                        acb = cb - su + (x[0] * y[9] + x[1] * y[10] + x[2] * y[11] +
+                        acc1 = c1 - su + (x[0] * y[9] + x[1] * y[10] + x[2] * y[11] +
                             x[_ROW] * y[12] + x[_ROW + 1] * y[13] + x[_ROW + 2] * y[14] +
                             x[2 * _ROW] * y[15] + x[2 * _ROW + 1] * y[16] + x[2 * _ROW + 2] * y[17])
+                        acc2 = c2 - su + (x[0] * y[18] + x[1] * y[19] + x[2] * y[20] +
+                            x[_ROW] * y[21] + x[_ROW + 1] * y[22] + x[_ROW + 2] * y[23] +
+                            x[2 * _ROW] * y[24] + x[2 * _ROW + 1] * y[25] + x[2 * _ROW + 2] * y[26])
+                        acc3 = c3 - su + (x[0] * y[27] + x[1] * y[28] + x[2] * y[29] +
+                            x[_ROW] * y[30] + x[_ROW + 1] * y[31] + x[_ROW + 2] * y[32] +
+                            x[2 * _ROW] * y[33] + x[2 * _ROW + 1] * y[34] + x[2 * _ROW + 2] * y[35])
                         x = ptr8(int(x) + st)
-                        acc >>= sa                          # arithmetic shift
-                        if uint(acc - lo) > uint(hi):       # outside [lo, 127]: one compare in the common case
-                            if acc < lo:
-                                acc = lo
+                        acc0 >>= sh0                     # arithmetic shift
+                        if uint(acc0 - lo) > uint(hi):  # outside [lo, 127]: one compare in the common case
+                            if acc0 < lo:
+                                acc0 = lo
                             else:
-                                acc = 127
-                        da[ox] = acc
-                        acb >>= sb                          # arithmetic shift
-                        if uint(acb - lo) > uint(hi):       # outside [lo, 127]: one compare in the common case
-                            if acb < lo:
-                                acb = lo
+                                acc0 = 127
+                        d0[ox] = acc0
+                        acc1 >>= sh1
+                        if uint(acc1 - lo) > uint(hi):
+                            if acc1 < lo:
+                                acc1 = lo
                             else:
-                                acb = 127
-                        db[ox] = acb
-                    wc += 18
-                    o += 2 * ho * wo
+                                acc1 = 127
+                        d1[ox] = acc1
+                        acc2 >>= sh2
+                        if uint(acc2 - lo) > uint(hi):
+                            if acc2 < lo:
+                                acc2 = lo
+                            else:
+                                acc2 = 127
+                        d2[ox] = acc2
+                        acc3 >>= sh3
+                        if uint(acc3 - lo) > uint(hi):
+                            if acc3 < lo:
+                                acc3 = lo
+                            else:
+                                acc3 = 127
+                        d3[ox] = acc3
+                    wc += 36
+                    o += 4 * ho * wo
                 q += wo
             return
         for oy in range(ho):
@@ -267,19 +299,16 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
         o = q
         wc = wt
         for co in range(0, cout, 4):                # 3. four output channels' dots with the row at a
-            c0 = ((lb[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | lb[2 * co + 0]
+            c0 = ((lb[2 * co + 1] ^ 0x8000) - 0x8000) << 16 | lb[2 * co]
             c1 = ((lb[2 * co + 3] ^ 0x8000) - 0x8000) << 16 | lb[2 * co + 2]
             c2 = ((lb[2 * co + 5] ^ 0x8000) - 0x8000) << 16 | lb[2 * co + 4]
             c3 = ((lb[2 * co + 7] ^ 0x8000) - 0x8000) << 16 | lb[2 * co + 6]
-            d0 = ptr8(scratch)
-            sh0 = 0
-            if co + 0 < cout:
-                d0 = ptr8(int(dst) + o + 0 * ho * wo)
-                sh0 = s[co + 0]
+            d0 = ptr8(int(dst) + o)                 # (a padding channel's row goes to scratch)
+            sh0 = s[co]
             d1 = ptr8(scratch)
             sh1 = 0
             if co + 1 < cout:
-                d1 = ptr8(int(dst) + o + 1 * ho * wo)
+                d1 = ptr8(int(dst) + o + ho * wo)
                 sh1 = s[co + 1]
             d2 = ptr8(scratch)
             sh2 = 0
@@ -372,22 +401,22 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                     else:
                         acc0 = 127
                 d0[ox] = acc0
-                acc1 >>= sh1                         # arithmetic shift
-                if uint(acc1 - lo) > uint(hi):      # outside [lo, 127]: one compare in the common case
+                acc1 >>= sh1
+                if uint(acc1 - lo) > uint(hi):
                     if acc1 < lo:
                         acc1 = lo
                     else:
                         acc1 = 127
                 d1[ox] = acc1
-                acc2 >>= sh2                         # arithmetic shift
-                if uint(acc2 - lo) > uint(hi):      # outside [lo, 127]: one compare in the common case
+                acc2 >>= sh2
+                if uint(acc2 - lo) > uint(hi):
                     if acc2 < lo:
                         acc2 = lo
                     else:
                         acc2 = 127
                 d2[ox] = acc2
-                acc3 >>= sh3                         # arithmetic shift
-                if uint(acc3 - lo) > uint(hi):      # outside [lo, 127]: one compare in the common case
+                acc3 >>= sh3
+                if uint(acc3 - lo) > uint(hi):
                     if acc3 < lo:
                         acc3 = lo
                     else:

@@ -50,3 +50,16 @@ def test_stage1_cycles_on_a_blob(tiny_model):
     conv = [r for r in rows if r["op"] == "conv"]
     assert all(8 < r["instructions_per_mac"] < 40 for r in conv)
     assert cycles.s3_time_us(rows) == pytest.approx(sum(r["cycles"] for r in rows) / 240)
+
+
+def test_conv_path_follows_the_input_sign(tiny_model):
+    """The counting run feeds a signed input: the first conv takes conv_v's one-MAC-a-multiply path,
+    the convs after a relu the two-MACs-a-multiply one (its loops multiply words and mask lanes)."""
+    fn = cycles.viper_code(cycles.KERNELS)["conv_v"]
+    ops = lambda a, b: {i.op for i in fn.insns if a <= i.addr <= b}
+    lanes = [{"mull", "and"} <= ops(a, b) for a, b in fn.loops]
+    convs = [r for r in cycles.stage1_cycles(tiny_model[0]) if r["op"] == "conv"]
+    passes = [sum(n for (_, _, n), lane in zip(r["loops"], lanes) if lane) for r in convs]
+    assert len(convs) >= 2 and any(lanes)
+    assert passes[0] == 0 and all(n > 0 for n in passes[1:])
+    assert convs[1]["instructions_per_mac"] < convs[0]["instructions_per_mac"]
