@@ -27,6 +27,8 @@ from ugate import UgateError
 
 SCENARIOS = ("sleep_only", "negatives", "positives", "mix", "no_gate")
 FAST_RATE = 1000   # samples/s from which the meter sees phases: energy per wake-up from the marker too
+WHOLE_RATE = 100   # from here a scenario is averaged whole: its n periods from the stream's start (the duty loop
+                   # ends a stream with its last period); slower meters: whole periods inside it, ends trimmed
 SETTLE_S = 0.3     # trimmed from each end of a scenario window: start-up of the stream, a meter's delay
 
 
@@ -260,13 +262,16 @@ def _report(model_dir, out, results, win, t, v, a, logic, gaps, meter_rate, kind
     for name, r in results.items():
         if name == "sleep_only":
             continue
-        w = window(*win[name], rate, r["samples"], meter_rate)
+        if meter_rate >= WHOLE_RATE:   # the stream's n periods, every sample however the host's timing moved them
+            w = (win[name][0], win[name][0] + r["samples"] / rate, range(0, r["samples"]))
+        else:
+            w = window(*win[name], rate, r["samples"], meter_rate)
         if w is None:
             raise UgateError(f"scenario {name} too short for a {kind} ({meter_rate:g} readings/s): give --seconds longer")
         p[name], r["meter_samples"] = window_power(t, v, a, w[0], w[1])
         if p[name] is None:
             raise UgateError(f"too few meter readings in scenario {name}: give --seconds longer")
-        uj = (p[name] - p_sleep) * period * 1e6
+        uj = (p[name] - p_sleep) * (w[1] - w[0]) / len(w[2]) * 1e6
         est = float(sample_estimates(exp, chip, board, r["inputs"][w[2].start:w[2].stop], name == "no_gate").mean())
         f_open = r["opens"] / max(r["samples"], 1)
         rows[name] = {"mean_power_mw": p[name] * 1e3, "uj_per_inference": uj, "estimate_uj": est,
