@@ -314,10 +314,10 @@ def _plots(out, res, t, a, logic, win, board, rate):
     ax.set_xlabel("s")
     ax.set_title(f"{res['meter']} trace, scenarios shaded")
     ax.legend(fontsize=7, ncol=5, loc="upper right")
-    # a close look: two periods of the mix, the marker's high (awake) phases shaded
+    # a close look into the mix, the marker's high (awake) phases shaded
     t0, t1 = win.get("mix", next(iter(win.values())))
-    z0 = t0 + SETTLE_S + 1 / rate
-    m = (t >= z0) & (t <= z0 + 2 / rate)
+    z0 = t0 + SETTLE_S + 2 / res["meter_rate"]
+    m = (t >= z0) & (t <= z0 + max(2 / rate, 20 / res["meter_rate"]))   # two periods, or 20 readings of a slow meter
     ax2.plot((t[m] - z0) * 1e3, a[m] * 1e3, lw=0.8, color="k")
     if (logic[m] >= 0).any():
         hi = (logic[m].astype(int) & 1) == 1

@@ -291,7 +291,7 @@ def sweep(chip, board, stats, rate, path, positive_rate=None, npu_uj_override=No
 def headline(e):
     c = e["configs"]
     g, n = c["ugate"]["j_per_day"], c["no_gate"]["j_per_day"]
-    return (f"energy: {g:.0f} J/day gated vs {n:.0f} J/day with no gate at {e['rate']:g} samples/s "
+    return (f"energy on {e['board']}: {g:.0f} J/day gated vs {n:.0f} J/day with no gate at {e['rate']:g} samples/s "
             f"({1 - g / n:.0%} saved; battery {c['ugate']['battery_days']:.0f} vs {c['no_gate']['battery_days']:.0f} days "
             f"on {assumption('cell_mah'):.0f} mAh)")
 
