@@ -5,8 +5,10 @@ compression, the sparse encoding and the transmission, then sleep until the next
 time on the ESP32-S3 comes from the chip model (ChipModel: ugate.cycles' count of the viper kernels'
 own xtensawin machine code, or a stated cycles-per-MAC), its current from the board's datasheet power
 table (boards/*.toml), the link's time from bytes x 10 bits / baud. Energy per day and battery life for
-four configurations: ugate (gated), no gate (every sample to the NPU, dense), raw streaming (every raw
-input over the link, the whole model on the NPU) and the whole model on the MCU. Every assumed figure is
+four configurations: ugate (gated: stage 1 + gate on the MCU, the open ones' sparse activations to the
+NPU), no gate (stage 1 on the MCU, every sample's activations dense to the NPU), raw streaming (every
+raw input over the link, the whole model on the NPU) and the whole model on the MCU (the gate kept,
+stage 2 for the open ones at stage 1's cycles a MAC, nothing sent). Every assumed figure is
 in ASSUMPTIONS with its source, printed with the estimate. The virtual meters (ugate.vmeter) draw
 their current from the same ChipModel and power table, so `ugate power measure` checks the bookkeeping
 of the two against each other.

@@ -113,9 +113,9 @@ class Timeline:
             sleep_a = self.sleep_a.get(value, self.idle)
             if self.open:
                 start, opened, nogate, nbytes = self.open
-                if start < self.t[-1]:
-                    self.overruns += 1
-                t = start
+                if start < self.t[-1]:   # the chip is still on the last sample (an overrun, or the host
+                    self.overruns += 1   # delayed this one's start): it begins when the chip is free
+                t = max(start, self.t[-1])
                 for _, us, state in self.chip.phases(opened, nogate, nbytes):
                     self._step(t, self.board.power["active_busy_ma" if state == "busy" else "active_idle_ma"] / 1000, 1)
                     t += us * 1e-6
