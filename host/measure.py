@@ -274,7 +274,8 @@ def _report(model_dir, out, results, win, t, v, a, logic, gaps, meter_rate, kind
         uj = (p[name] - p_sleep) * (w[1] - w[0]) / len(w[2]) * 1e6
         est = float(sample_estimates(exp, chip, board, r["inputs"][w[2].start:w[2].stop], name == "no_gate").mean())
         f_open = r["opens"] / max(r["samples"], 1)
-        busy_s = sum(us for _, us, _ in chip.phases(True, name == "no_gate", power.sample_bytes(5 + chip.n_act))) * 1e-6
+        sent_b = power.sample_bytes(r["activation_bytes"] / r["opens"] - 2) if r["opens"] else 0
+        busy_s = sum(us for _, us, _ in chip.phases(True, name == "no_gate", sent_b)) * 1e-6
         rows[name] = {"mean_power_mw": p[name] * 1e3, "uj_per_inference": uj, "estimate_uj": est,
                       "ratio_to_estimate": uj / est if est else None, "gate_open": f_open, "samples": r["samples"],
                       "samples_averaged": len(w[2]),
