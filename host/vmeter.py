@@ -32,7 +32,7 @@ from ugate import meters as M
 from ugate.shared import marks as K
 
 LAG_S = 0.02
-HOLD_S = 2.0    # the most a meter waits for a sample's marks
+HOLD_S = 5.0    # the most a meter waits for a sample's marks (a host slow to ACK holds the SLEEP mark back)
 POLL_S = 0.002   # marks file polled this often: a mark's time is known to about this
 ACK_BYTES = 2   # ACKs the host sends back for a sent sample (ACTIVATIONS and RESULT): their bytes cost link time too
 
