@@ -40,14 +40,18 @@ class Duty:
             marks.pack_into(self.rec, phase, self.flags, self.sample, ticks, value)
             self.side.write(self.rec)
 
-    def wake(self):
-        """The period's sample begins: wait until it is due, then marker high."""
+    def wait(self):
+        """Until the next period is due, by the sleep policy."""
         left = time.ticks_diff(self.next, time.ticks_us())
         if left > 0:
             if self.lightsleep is not None and left >= 2000:
                 self.lightsleep(left // 1000)
             else:
                 time.sleep_us(left)
+
+    def wake(self):
+        """The period's sample begins: wait until it is due, then marker high."""
+        self.wait()
         now = time.ticks_us()
         if time.ticks_diff(now, self.next) > self.period:   # overran: the schedule restarts from now
             self.next = now
@@ -71,6 +75,8 @@ class Duty:
         self.next = time.ticks_add(self.next, self.period)
 
     def close(self):
+        """The stream ends with its last period: n samples take n periods, asleep to the end."""
+        self.wait()
         self.mark(STOP, time.ticks_us(), self.sample)
         if self.side is not None:
             self.side.close()
@@ -84,9 +90,5 @@ def sleep_only(seconds, sleep="idle", marker=-1, side=None):
     end = time.ticks_add(time.ticks_us(), int(seconds * 1000000))
     while time.ticks_diff(end, time.ticks_us()) > 0:
         d.next = time.ticks_add(time.ticks_us(), min(d.period, time.ticks_diff(end, time.ticks_us())))
-        left = time.ticks_diff(d.next, time.ticks_us())
-        if d.lightsleep is not None and left >= 2000:
-            d.lightsleep(left // 1000)
-        elif left > 0:
-            time.sleep_us(left)
+        d.wait()
     d.close()

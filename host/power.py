@@ -5,8 +5,10 @@ compression, the sparse encoding and the transmission, then sleep until the next
 time on the ESP32-S3 comes from the chip model (ChipModel: ugate.cycles' count of the viper kernels'
 own xtensawin machine code, or a stated cycles-per-MAC), its current from the board's datasheet power
 table (boards/*.toml), the link's time from bytes x 10 bits / baud. Energy per day and battery life for
-four configurations: ugate (gated), no gate (every sample to the NPU, dense), raw streaming (every raw
-input over the link, the whole model on the NPU) and the whole model on the MCU. Every assumed figure is
+four configurations: ugate (gated: stage 1 + gate on the MCU, the open ones' sparse activations to the
+NPU), no gate (stage 1 on the MCU, every sample's activations dense to the NPU), raw streaming (every
+raw input over the link, the whole model on the NPU) and the whole model on the MCU (the gate kept,
+stage 2 for the open ones at stage 1's cycles a MAC, nothing sent). Every assumed figure is
 in ASSUMPTIONS with its source, printed with the estimate. The virtual meters (ugate.vmeter) draw
 their current from the same ChipModel and power table, so `ugate power measure` checks the bookkeeping
 of the two against each other.
@@ -291,7 +293,7 @@ def sweep(chip, board, stats, rate, path, positive_rate=None, npu_uj_override=No
 def headline(e):
     c = e["configs"]
     g, n = c["ugate"]["j_per_day"], c["no_gate"]["j_per_day"]
-    return (f"energy: {g:.0f} J/day gated vs {n:.0f} J/day with no gate at {e['rate']:g} samples/s "
+    return (f"energy on {e['board']}: {g:.0f} J/day gated vs {n:.0f} J/day with no gate at {e['rate']:g} samples/s "
             f"({1 - g / n:.0%} saved; battery {c['ugate']['battery_days']:.0f} vs {c['no_gate']['battery_days']:.0f} days "
             f"on {assumption('cell_mah'):.0f} mAh)")
 

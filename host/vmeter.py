@@ -32,7 +32,7 @@ from ugate import meters as M
 from ugate.shared import marks as K
 
 LAG_S = 0.02
-HOLD_S = 2.0    # the most a meter waits for a sample's marks
+HOLD_S = 5.0    # the most a meter waits for a sample's marks (a host slow to ACK holds the SLEEP mark back)
 POLL_S = 0.002   # marks file polled this often: a mark's time is known to about this
 ACK_BYTES = 2   # ACKs the host sends back for a sent sample (ACTIVATIONS and RESULT): their bytes cost link time too
 
@@ -113,9 +113,9 @@ class Timeline:
             sleep_a = self.sleep_a.get(value, self.idle)
             if self.open:
                 start, opened, nogate, nbytes = self.open
-                if start < self.t[-1]:
-                    self.overruns += 1
-                t = start
+                if start < self.t[-1]:   # the chip is still on the last sample (an overrun, or the host
+                    self.overruns += 1   # delayed this one's start): it begins when the chip is free
+                t = max(start, self.t[-1])
                 for _, us, state in self.chip.phases(opened, nogate, nbytes):
                     self._step(t, self.board.power["active_busy_ma" if state == "busy" else "active_idle_ma"] / 1000, 1)
                     t += us * 1e-6

@@ -27,6 +27,15 @@ def test_shipped_boards():
     assert load_board("esp32s3-devkitc-1").console == "usb-cdc" and load_board("esp32s3-devkitc-1-uart").console == "uart"
     assert load_board("esp32s3-devkitc-1").chip == "ESP32-S3" and load_board("virtual").heap_budget == 256 * 1024
     assert "deep sleep" in load_board("esp32s3-devkitc-1").notes
+    # the duty loop's sleep policy: light sleep only where the link survives it (the UART bridge)
+    assert load_board("esp32s3-devkitc-1-uart").sleep == "light" and load_board("esp32s3-devkitc-1").sleep == "idle"
+    assert load_board("esp32s3-devkitc-1-uart").marker_pin >= 0
+
+
+def test_sleep_and_marker_are_optional(tmp_path):
+    (tmp_path / "mine.toml").write_text(GOOD)
+    b = load_board(tmp_path / "mine.toml")
+    assert (b.sleep, b.marker_pin) == ("idle", -1)
 
 
 def test_load_by_path_and_env(tmp_path, monkeypatch):
@@ -46,6 +55,8 @@ def test_load_by_path_and_env(tmp_path, monkeypatch):
     (lambda s: s.replace("light_sleep_ma = 0.24", 'light_sleep_ma = "low"'), "field 'power.light_sleep_ma'"),
     (lambda s: "colour = 1\n" + s, "unknown field 'colour'"),
     (lambda s: s.replace("baud = 115200", "baud = "), "not valid TOML"),
+    (lambda s: 'sleep = "deep"\n' + s, "field 'sleep' must be one of idle, light"),
+    (lambda s: 'marker_pin = "GPIO4"\n' + s, "field 'marker_pin' must be int"),
 ])
 def test_rejections(tmp_path, edit, msg):
     p = tmp_path / "bad.toml"

@@ -183,3 +183,28 @@ def test_measure_with_an_unplugged_meter_is_one_clear_error(digits_run, capsys):
     assert main(["power", "measure", "--model", str(digits_run), "--port", "virtual", "--meter", "um25c:/nonexistent/rfcomm9"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot open meter port /nonexistent/rfcomm9" in err
+
+
+def test_recorder_keeps_the_trace_when_the_meter_goes(tmp_path):
+    """The meter is unplugged mid-run: what it gave before is in trace.csv, labelled, gaps marked; the
+    error is one line for the caller."""
+    from ugate.measure import Recorder
+    from ugate.meters import Gap, Meter, MeterError, Sample
+
+    class Dying(Meter):
+        def samples(self):
+            yield Sample(1.0, 3.3, 0.01, 1)
+            yield Gap(1.1, 4, "fnirsi: CRC 0x00, computed 0x12")
+            yield Sample(1.2, 3.3, 0.02, 0)
+            raise MeterError("/dev/hidraw3: the meter went away (unplugged?)")
+    rec = Recorder(Dying(), tmp_path / "trace.csv")
+    rec.windows.append(["mix", 0.5, None])
+    rec.start()
+    rec.join(5)
+    rec.close()
+    assert rec.error == "/dev/hidraw3: the meter went away (unplugged?)"
+    rows = (tmp_path / "trace.csv").read_text().splitlines()
+    assert rows[1:] == ["1.000000,3.30000,0.0100000,1,,mix", '1.100000,,,,"4 lost: fnirsi: CRC 0x00, computed 0x12",mix',
+                        "1.200000,3.30000,0.0200000,0,,mix"]
+    t, v, a, logic = rec.arrays()
+    assert list(a) == [0.01, 0.02] and list(logic) == [1, 0]
