@@ -2,7 +2,8 @@
 sent, then wait for the next period: in machine.lightsleep on boards whose link survives it (the
 UART-bridge board; boards/*.toml `sleep`), else awake. Phase boundaries are marked (shared/marks.py):
 a marker GPIO (boards/*.toml `marker_pin`) is high while awake, for meters with a logic input; a
-side-channel file gets one record a boundary (the virtual board's stand-in for the pin, followed by
+phase GPIO (`phase_pin`) starts each wake low and toggles at each boundary within it (stage 1 | gate
+| encode | transmit), so a meter's second logic input cuts a wake into its phases; a side-channel file gets one record a boundary (the virtual board's stand-in for the pin, followed by
 the virtual meters). A period that overruns starts the next sample at once (no catching up)."""
 import time
 
@@ -11,7 +12,7 @@ from marks import GATE, ENCODE, SLEEP, STAGE1, START, STOP, TRANSMIT
 
 
 class Duty:
-    def __init__(self, rate, sleep="idle", marker=-1, side=None, nogate=False):
+    def __init__(self, rate, sleep="idle", marker=-1, side=None, nogate=False, phase=-1):
         if rate <= 0:
             raise ValueError("rate must be positive, not %r" % (rate,))
         self.period = int(1000000 / rate)
@@ -28,6 +29,11 @@ class Duty:
         if marker >= 0:
             from machine import Pin
             self.pin = Pin(marker, Pin.OUT, value=0)
+        self.phase_pin = None
+        self.level = 0
+        if phase >= 0:
+            from machine import Pin
+            self.phase_pin = Pin(phase, Pin.OUT, value=0)
         self.side = open(side, "ab") if side else None   # appended: one file a session of streams
         self.rec = bytearray(marks.SIZE)
         self.sample = 0
@@ -39,6 +45,11 @@ class Duty:
         if self.side is not None:
             marks.pack_into(self.rec, phase, self.flags, self.sample, ticks, value)
             self.side.write(self.rec)
+
+    def toggle(self):
+        """A phase boundary within the wake (runtime.Model.phase calls it)."""
+        self.level ^= 1
+        self.phase_pin.value(self.level)
 
     def wait(self):
         """Until the next period is due, by the sleep policy."""
@@ -55,6 +66,9 @@ class Duty:
         now = time.ticks_us()
         if time.ticks_diff(now, self.next) > self.period:   # overran: the schedule restarts from now
             self.next = now
+        if self.phase_pin is not None:
+            self.level = 0
+            self.phase_pin.value(0)
         if self.pin is not None:
             self.pin.value(1)
         self.t0 = now

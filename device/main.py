@@ -53,6 +53,8 @@ class Device:
             t0 = time.ticks_us()
             link.encode(m.act, self.n_act, not gate)
             t1 = time.ticks_us()
+            if m.phase is not None:
+                m.phase()
             ok = link.send_activations()   # serve mode: a host that missed them asks again (same VECTOR)
             t_encode = time.ticks_diff(t1, t0) + times["compress"]
             t_transmit = time.ticks_diff(time.ticks_us(), t1)
@@ -96,9 +98,10 @@ def serve(blob="model.blob", kernels="viper", inp=None, out=None):
 
 
 def stream(source="sensor.bin", blob="model.blob", kernels="viper", inp=None, out=None,
-           rate=0, sleep="idle", marker=-1, marks=None, gate=True):
+           rate=0, sleep="idle", marker=-1, marks=None, gate=True, phase=-1):
     """rate > 0: one sample a 1/rate s, waiting between them by the sleep policy, phases marked on
-    the marker pin and in the file `marks` (device/duty.py); gate False: every sample sent dense."""
+    the marker pin (high while awake), the phase pin (toggled at each boundary within a wake) and in
+    the file `marks` (device/duty.py); gate False: every sample sent dense."""
     d = Device(blob, kernels, inp, out)
     try:
         f = open(source, "rb")
@@ -119,7 +122,9 @@ def stream(source="sensor.bin", blob="model.blob", kernels="viper", inp=None, ou
         duty = None
         if rate:
             from duty import Duty
-            duty = Duty(rate, sleep, marker, marks, not gate)
+            duty = Duty(rate, sleep, marker, marks, not gate, phase)
+            if duty.phase_pin is not None:
+                d.model.phase = duty.toggle
         while not link.bye and f.readinto(x) == d.n_in:
             link.vseq = d.samples & 0xFFFF   # RESULT and ACTIVATIONS carry the sample number
             u = link.undelivered

@@ -66,6 +66,7 @@ class Model:
         self.times = {"stage1": 0, "gate": 0, "compress": 0}
         self.logit = 0
         self.open = False
+        self.phase = None   # called at each phase boundary (device/duty.py toggles its phase pin)
 
     def buffer(self, name):
         """A layer's output (memoryview of its bytes, CHW, int16 little-endian for I16; the logit as
@@ -83,6 +84,8 @@ class Model:
         for f, x, y, w, b, s, p in self._plan[0]:
             f(x, y, w, b, s, p)
         t1 = time.ticks_us()
+        if gate and self.phase is not None:
+            self.phase()
         if gate:
             for f, x, y, w, b, s, p in self._plan[1]:
                 f(x, y, w, b, s, p)
@@ -91,6 +94,8 @@ class Model:
         else:
             self.logit, self.open = 0, True
         t2 = time.ticks_us()
+        if self.open and self.phase is not None:
+            self.phase()
         if self.open:
             for f, x, y, w, b, s, p in self._plan[2]:
                 f(x, y, w, b, s, p)

@@ -17,8 +17,9 @@ POWER_KEYS = ("active_idle_ma", "active_busy_ma", "light_sleep_ma", "deep_sleep_
 FIELDS = {"chip": str, "console": str, "baud": int, "firmware_offset": int, "heap_budget": int,
           "power": dict, "notes": str}
 # optional fields -> (type, default): the duty-cycled stream's sleep policy between samples ("light":
-# machine.lightsleep, for boards whose link survives it; "idle": stay awake) and its marker GPIO (-1: none)
-OPTIONAL = {"sleep": (str, "idle"), "marker_pin": (int, -1)}
+# machine.lightsleep, for boards whose link survives it; "idle": stay awake), its marker GPIO (high while
+# awake) and phase GPIO (toggled at each phase boundary) for a meter's logic inputs (-1: none)
+OPTIONAL = {"sleep": (str, "idle"), "marker_pin": (int, -1), "phase_pin": (int, -1)}
 SLEEPS = ("idle", "light")
 
 
@@ -35,6 +36,7 @@ class Board:
     path: Path
     sleep: str = "idle"
     marker_pin: int = -1
+    phase_pin: int = -1
 
 
 def boards_dir():

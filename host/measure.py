@@ -7,7 +7,8 @@ is read in a thread throughout; every sample goes to trace.csv as it comes (t, v
 scenario), so an unplugged meter loses nothing recorded before. Energy a sample is derived by
 difference: (mean power of a scenario - mean power asleep) x period; for meters fast enough to see the
 phases (>= 1 kS/s, with the marker on a logic input), also per wake-up from the marker: the energy
-while it is high, above the sleep floor. power.json holds the figures, the estimate for the same runs
+while it is high, above the sleep floor, and per phase (stage 1, gate, encode, transmit) where the
+phase pin is on a second logic input. power.json holds the figures, the estimate for the same runs
 (ugate.power) and their ratio; report.md a person reads, with trace.png, energy.png and per_day.png.
 
 With --port virtual and a meter without PATH, a virtual board and a virtual meter of that kind
@@ -27,6 +28,7 @@ from ugate import UgateError
 
 SCENARIOS = ("sleep_only", "negatives", "positives", "mix", "no_gate")
 FAST_RATE = 1000   # samples/s from which the meter sees phases: energy per wake-up from the marker too
+PPK2_DECIMATE = 10   # 100 kS/s averaged to 10 kS/s: an encode phase of a few hundred µs still shows
 WHOLE_RATE = 100   # from here a scenario is averaged whole: its n periods from the stream's start (the duty loop
                    # ends a stream with its last period); slower meters: whole periods inside it, ends trimmed
 SETTLE_S = 0.3     # trimmed from each end of a scenario window: start-up of the stream, a meter's delay
@@ -142,6 +144,36 @@ def wakeup_energy(t, v, a, logic, t0, t1, p_sleep, rate):
     return float(np.sum(v[m][hi] * a[m][hi] - p_sleep) / rate * 1e6 / rises)
 
 
+# a wake cut by the phase input's edges: its pieces, by how many there are (device/duty.py)
+WAKE_PHASES = {2: ("stage1", "gate"), 3: ("stage1", "encode", "transmit"), 4: ("stage1", "gate", "encode", "transmit")}
+
+
+def phase_energy(t, v, a, logic, t0, t1, p_sleep, rate):
+    """µJ above the sleep floor of each phase of a wake-up, from a fast meter's two logic inputs: the
+    marker (bit 0, high while awake) and the phase pin (bit 1, toggled at each boundary within a wake).
+    -> ({phase: mean µJ over the wakes that had it}, wakes, wakes whose pieces did not parse)."""
+    m = (t >= t0) & (t < t1) & (logic >= 0)
+    lg = logic[m].astype(int)
+    e = (v[m] * a[m] - p_sleep) / rate * 1e6
+    hi = (lg & 1) == 1
+    edges = np.flatnonzero(np.diff(hi.astype(int))) + 1
+    bounds = np.concatenate(([0], edges, [len(hi)]))
+    sums, counts, wakes, odd = {}, {}, 0, 0
+    for s, f in zip(bounds[:-1], bounds[1:]):
+        if not hi[s] or s == 0 or f == len(hi):   # asleep, or a wake cut by the window
+            continue
+        wakes += 1
+        cut = np.flatnonzero(np.diff((lg[s:f] >> 1) & 1)) + 1
+        names = WAKE_PHASES.get(len(cut) + 1)
+        if names is None:
+            odd += 1
+            continue
+        for name, piece in zip(names, np.split(e[s:f], cut)):
+            sums[name] = sums.get(name, 0.0) + float(piece.sum())
+            counts[name] = counts.get(name, 0) + 1
+    return {k: sums[k] / counts[k] for k in sums}, wakes, odd
+
+
 def measure(model_dir, port="virtual", meter="ppk2", rate=1.0, seconds=None, scenarios=SCENARIOS, board_name=None,
             kernels="viper", progress=True, cycles_per_mac=None):
     """Run the scenarios; returns the power.json dict (also written, with trace.csv and the report)."""
@@ -158,7 +190,7 @@ def measure(model_dir, port="virtual", meter="ppk2", rate=1.0, seconds=None, sce
         raise UgateError(f"--rate must be positive, not {rate}")
     check_port_first(port)
     from ugate.meters import FNB_RATE, PPK2_RATE, UM_RATE
-    meter_rate = {"ppk2": PPK2_RATE / 100, "joulescope": 1000.0}.get(kind, UM_RATE if kind.startswith("um") else FNB_RATE)
+    meter_rate = {"ppk2": PPK2_RATE / PPK2_DECIMATE, "joulescope": 1000.0}.get(kind, UM_RATE if kind.startswith("um") else FNB_RATE)
     # long enough for the meter: the slow ones (2 readings/s) need many readings a scenario
     seconds = seconds or max(10.0, 40 / meter_rate + 2 * SETTLE_S, 5 / rate)
     out = model_dir / "power"
@@ -184,7 +216,7 @@ def measure(model_dir, port="virtual", meter="ppk2", rate=1.0, seconds=None, sce
                 log(f"virtual {kind} on {path}, following {marks_file}")
         else:
             board_port, marks_file = port, None
-        m = open_meter(f"{kind}:{path}" if path else kind)
+        m = open_meter(f"{kind}:{path}" if path else kind, **({"decimate": PPK2_DECIMATE} if kind == "ppk2" else {}))
         rec = Recorder(m, out / "trace.csv")
         rec.start()
         stack.callback(rec.close)
@@ -224,7 +256,8 @@ def _scenario(name, exp, port, board, rate, seconds, rec, marks_file, kernels):
     if stage2 is None:   # compiled before the board streams: a first-call JIT would hold the ACK, and the board
         stage2 = _scenario.stage2 = load_stage2(exp.dir / "stage2.npz")   # with it
         stage2(np.zeros((1, int(np.prod(stage2.act_shape))), np.int8))
-    opts = {"rate": rate, "sleep": board.sleep, "marker": board.marker_pin, "marks": marks, "gate": name != "no_gate"}
+    opts = {"rate": rate, "sleep": board.sleep, "marker": board.marker_pin, "phase": board.phase_pin, "marks": marks,
+            "gate": name != "no_gate"}
     with session(port, kernels, blob_hash=exp.meta["hash"], entry="stream", options=opts) as (link, info):
         rec.begin(name)
         stats = listen(link, stage2, exp.class_names, lambda d: None, quiet=2.0 + 1 / rate, give_up=30.0 + 2 / rate)
@@ -283,6 +316,14 @@ def _report(model_dir, out, results, win, t, v, a, logic, gaps, meter_rate, kind
                       "overrun": bool(f_open and busy_s > period)}
         if meter_rate >= FAST_RATE:
             rows[name]["uj_per_wakeup_from_marker"] = wakeup_energy(t, v, a, logic, w[0], w[1], p_sleep, meter_rate)
+            by_phase, wakes, odd = phase_energy(t, v, a, logic, w[0], w[1], p_sleep, meter_rate)
+            if by_phase:
+                volts = power.assumption("supply_v")
+                rows[name]["uj_by_phase_from_marker"] = by_phase
+                rows[name]["uj_by_phase_estimate"] = {
+                    k: us * (board.power[power._ma_key(s)] - power.sleep_ma(board)) * volts / 1000
+                    for k, us, s in chip.phases(True, name == "no_gate", sent_b)}
+                rows[name]["wakes_unparsed"] = f"{odd} of {wakes}"
         r["inputs"] = [int(i) for i in r["inputs"]]
     stats = {"dataset": exp.dataset.get("name_or_path", "?")}
     per_day = {k: (p[k]) * power.DAY for k in ("mix", "no_gate") if p.get(k) is not None}
@@ -375,6 +416,14 @@ def _markdown(res):
         lines.append(f"| {k} | {r['mean_power_mw']:.3f} | {r['uj_per_inference']:.1f} | {r['estimate_uj']:.1f} | "
                      f"{r['ratio_to_estimate']:.3f}{' (overrun: a sent sample outlasts the period)' if r['overrun'] else ''} | "
                      f"{r['gate_open']:.1%} |")
+    phased = {k: r for k, r in res["scenarios"].items() if r.get("uj_by_phase_from_marker")}
+    if phased:   # a fast meter with the phase pin: each phase of a wake-up, measured beside the estimate
+        lines += ["", "µJ a wake-up by phase, from the marker and phase pin (measured / estimate):", "",
+                  "| scenario | " + " | ".join(WAKE_PHASES[4]) + " | wakes unparsed |", "|---|" + "---:|" * 5]
+        for k, r in phased.items():
+            m, e = r["uj_by_phase_from_marker"], r["uj_by_phase_estimate"]
+            lines.append(f"| {k} | " + " | ".join(f"{m[p]:.1f} / {e[p]:.1f}" if p in m and p in e else "-"
+                                                   for p in WAKE_PHASES[4]) + f" | {r['wakes_unparsed']} |")
     lines += ["", "MCU energy a day at this rate: " + ", ".join(f"{k} {v:.1f} J" for k, v in res["mcu_j_per_day"].items()), "",
               "![trace](trace.png)", "", "![energy](energy.png)", "", "![per day](per_day.png)", "",
               "Energy a sample is (mean power of the scenario - mean power asleep) x the period; the estimate is "

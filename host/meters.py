@@ -283,8 +283,11 @@ class Ppk2Decoder:
         amps = np.concatenate((self.pend_a, amps))
         logic = np.concatenate((self.pend_l, logic))
         k, d = len(amps) // self.dec, self.dec
+        # each logic bit of a reading is its majority over the window: an edge lands within half a window
+        bits = (logic[:k * d, None] >> np.arange(8)) & 1
+        lg = ((bits.reshape(k, d, 8).sum(axis=1) * 2 >= d) << np.arange(8)).sum(axis=1)
         out = [Sample(self.t0 + (self.n + (i + 0.5) * d) / PPK2_RATE, self.vdd / 1000, float(amps[i * d:(i + 1) * d].mean()),
-                      int(np.bitwise_or.reduce(logic[i * d:(i + 1) * d]))) for i in range(k)]
+                      int(lg[i])) for i in range(k)]
         self.n += k * d
         self.pend_a, self.pend_l = amps[k * d:], logic[k * d:]
         return out

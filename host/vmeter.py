@@ -9,7 +9,7 @@ outside streams. Time is time.monotonic(), shared with the meter drivers.
 The meters serve their real protocols (ugate.meters decodes them): um24c/um25c/um34c and ppk2 on a pty,
 fnirsi kinds on a Unix seqpacket socket that ugate.meters.HidDevice reads as it reads a hidraw node. A
 reading covers the meter's own sample period (its average: the UM and FNIRSI meters' ADCs integrate),
-the PPK2's 10 µs samples carry the marker on logic D0. A reading is drawn once the marks of the
+the PPK2's 10 µs samples carry the marker on logic D0 and the phase pin on D1. A reading is drawn once the marks of the
 samples it covers are in (Timeline.ready: a sample's SLEEP mark says how it went), at least LAG_S late. The virtual meters measure at the chip's 3.3 V
 supply, where the datasheet gives the currents.
 
@@ -116,8 +116,9 @@ class Timeline:
                 if start < self.t[-1]:   # the chip is still on the last sample (an overrun, or the host
                     self.overruns += 1   # delayed this one's start): it begins when the chip is free
                 t = max(start, self.t[-1])
-                for _, us, state in self.chip.phases(opened, nogate, nbytes):
-                    self._step(t, self.board.power["active_busy_ma" if state == "busy" else "active_idle_ma"] / 1000, 1)
+                for k, (_, us, state) in enumerate(self.chip.phases(opened, nogate, nbytes)):   # marker high,
+                    logic = 1 | (k & 1) << 1                                                    # phase pin toggled
+                    self._step(t, self.board.power["active_busy_ma" if state == "busy" else "active_idle_ma"] / 1000, logic)
                     t += us * 1e-6
                 self._step(t, sleep_a, 0)
                 self.samples += 1
@@ -279,7 +280,7 @@ def ppk2_metadata(cal=PPK2_CAL, vdd=3300):
 
 class Ppk2Server(_PtyServer):
     """A PPK2 on a pty: GetMetadata answers PPK2_CAL; after AverageStart, 100 kS/s of 4-byte samples
-    (ADC and range from the current, counter, D0 = the board's marker) until AverageStop."""
+    (ADC and range from the current, counter, D0 = the board's marker, D1 its phase pin) until AverageStop."""
 
     CHUNK_S = 0.01
 
@@ -317,7 +318,7 @@ class Ppk2Server(_PtyServer):
                 ts = t_next + (n + np.arange(k) + 0.5) / M.PPK2_RATE - n / M.PPK2_RATE
                 amps, logic = self.tl.at(ts)
                 adc, rng = M.ppk2_raw(amps, PPK2_CAL, self.vdd)
-                words = M.ppk2_words(adc, rng, (n + np.arange(k)).astype(np.uint32), logic.astype(np.uint32) & 1)
+                words = M.ppk2_words(adc, rng, (n + np.arange(k)).astype(np.uint32), logic.astype(np.uint32) & 3)
                 try:
                     os.write(self.master, words.astype("<u4").tobytes())
                 except OSError:

@@ -171,7 +171,7 @@ def test_ppk2_decoder_averages_and_reports_lost_samples():
     keep = np.ones(n, bool)
     keep[500:510] = False                     # 10 samples lost on the wire
     adc, rng = M.ppk2_raw(np.full(n, 0.01), CAL, 3300)
-    logic = (np.arange(n) >= 250).astype(np.uint32)
+    logic = ((np.arange(n) >= 260) | (np.arange(n) >= 230) << 1).astype(np.uint32)   # D0 rises at 260, D1 at 230
     words = M.ppk2_words(adc, rng, cnt.astype(np.uint32), logic)[keep].astype("<u4").tobytes()
     d = M.Ppk2Decoder(CAL, 3300, decimate=100)
     out = []
@@ -181,7 +181,7 @@ def test_ppk2_decoder_averages_and_reports_lost_samples():
     samples = [s for s in out if isinstance(s, M.Sample)]
     assert len(gaps) == 1 and gaps[0].lost == 10 and gaps[0].t == pytest.approx(500e-5)
     assert all(s.amps == pytest.approx(0.01, rel=2e-3) for s in samples)
-    assert [s.logic for s in samples[:4]] == [0, 0, 1, 1]   # OR over the window: the marker is never missed
+    assert [s.logic for s in samples[:4]] == [0, 0, 2, 3]   # each bit its majority over the window
     assert len(samples) == 9                                 # 5 before the hole, 4 after (from sample 510 on)
     assert samples[-1].t == pytest.approx(860e-5)            # time counts the lost samples: 810..909
 

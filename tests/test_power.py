@@ -171,6 +171,12 @@ def test_measure_with_a_virtual_meter_agrees_with_the_estimate(digits_run, kind,
     for name, s in r["scenarios"].items():
         assert s["ratio_to_estimate"] == pytest.approx(1, abs=tolerance), name
     assert r["uj_per_positive"] > r["uj_per_stopped_negative"]
+    if kind == "ppk2":   # fast, with the marker and phase pin on D0/D1: every phase of a sent sample, as estimated
+        s = r["scenarios"]["positives"]
+        m, e = s["uj_by_phase_from_marker"], s["uj_by_phase_estimate"]
+        assert set(m) == {"stage1", "gate", "encode", "transmit"}
+        for p in m:
+            assert m[p] == pytest.approx(e[p], rel=0.15), p
     out = digits_run / "power"
     rows = (out / "trace.csv").read_text().splitlines()
     assert rows[0] == "t,volts,amps,logic,gap,scenario" and len(rows) > 100
@@ -208,3 +214,71 @@ def test_recorder_keeps_the_trace_when_the_meter_goes(tmp_path):
                         "1.200000,3.30000,0.0200000,0,,mix"]
     t, v, a, logic = rec.arrays()
     assert list(a) == [0.01, 0.02] and list(logic) == [1, 0]
+
+
+def test_phase_pin_cuts_each_wake_into_its_phases(digits_run, tmp_path):
+    """On MicroPython: the runtime calls its phase hook once a stopped sample (stage 1 | gate), twice an
+    open one (| encode), once with no gate (stage 1 | encode); the duty loop's phase pin starts each wake
+    low and toggles at each call."""
+    import shutil
+    from ugate.run import Experiment
+    exp = Experiment(digits_run, 40, progress=False)
+    (tmp_path / "x.bin").write_bytes(exp.xq.tobytes())
+    shutil.copy(digits_run / "stage1.blob", tmp_path / "model.blob")
+    files = [ROOT / "device" / f for f in ("runtime.py", "kernels.py", "kernels_portable.py", "duty.py")] + \
+            [ROOT / "shared" / f for f in ("blob.py", "marks.py")]
+    out = run_micropython("""
+from runtime import Model
+from duty import Duty
+m = Model("model.blob")
+calls = [0]
+def hook():
+    calls[0] += 1
+m.phase = hook
+x = bytearray(m.in_size)
+f = open("x.bin", "rb")
+while f.readinto(x) == m.in_size:
+    calls[0] = 0
+    m.run(x)
+    a = calls[0]
+    calls[0] = 0
+    m.run(x, False)
+    print("calls", a, int(m.open and 1), calls[0])
+class Pin:
+    def __init__(s): s.seen = []
+    def value(s, v): s.seen.append(v)
+d = Duty(1000, phase=-1)
+d.phase_pin = Pin()
+d.toggle(); d.wake(); d.toggle(); d.toggle(); d.toggle(); d.wake(); d.toggle()
+print("pin", d.phase_pin.seen)
+""", files, cwd=tmp_path)
+    rows = [ln.split()[1:] for ln in out.splitlines() if ln.startswith("calls")]
+    assert len(rows) == len(exp)
+    for (gated, _, nogate), opened in zip(rows, exp.ref["open"]):
+        assert int(gated) == (2 if opened else 1) and int(nogate) == 1
+    assert "pin [1, 0, 1, 0, 1, 0, 1]" in out
+
+
+def test_phase_energy_on_a_synthetic_trace():
+    """Wakes of 2 phases (a stopped sample) and 4 (a sent one), each phase at its own power above a 1 mW
+    floor: each phase's µJ comes back, a wake cut by the window is left out, a garbled one counted."""
+    from ugate.measure import phase_energy
+    fs = 1000.0
+    piece = {"stage1": (20, 0.050), "gate": (5, 0.030), "encode": (4, 0.040), "transmit": (10, 0.020)}   # ms, W above sleep
+    t, p, lg = [], [], []
+    def add(ms, watts, logic):
+        for _ in range(ms):
+            t.append(len(t) / fs), p.append(0.001 + watts), lg.append(logic)
+    add(3, 0.03, 1)                                       # a wake begun before the window: left out
+    for sent in (False, True, False, True, None):
+        add(30, 0, 0)
+        names = ("stage1", "gate", "encode", "transmit") if sent else ("stage1", "gate") if sent is False else ("stage1",) * 5
+        for k, name in enumerate(names):
+            ms, w = piece[name]
+            add(ms, w, 1 | (k & 1) << 1)
+    add(30, 0, 0)
+    t, p, lg = np.array(t), np.array(p), np.array(lg)
+    by_phase, wakes, odd = phase_energy(t, np.ones_like(p), p, lg, 0, t[-1] + 1, 0.001, fs)
+    assert wakes == 5 and odd == 1                        # the last wake's 5 pieces parse as no phase sequence
+    for name, (ms, w) in piece.items():
+        assert by_phase[name] == pytest.approx(ms * w * 1e3, rel=1e-9), name
