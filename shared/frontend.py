@@ -33,7 +33,7 @@ Arithmetic (all of it fits int32; the reference asserts every range)
            The model sees x = q * SCALE (SCALE = 1/32, a power of two: q survives the round trip).
 
 Blob section (shared/blob.py's header flag FRONTEND; right after the op table)
-  _SEC "<HHHHHHHhHHIIII", 32 bytes: sr, n, hop, pad, n_mels, k_lo, k_hi, offset (int16), gain,
+  _SEC "<HHHHHHHhHHIIII", 36 bytes: sr, n, hop, pad, n_mels, k_lo, k_hi, offset (int16), gain,
   0, then the offsets of: window int16[n], twiddles int16[n] (cos k for k < n/2, then sin k),
   band uint8[n/2 + 1], weight int16[n/2 + 1] (each 2-aligned). The tables are made by the host
   (ugate.frontend.tables) from the parameters; the device only reads them, so float on the chip
@@ -64,7 +64,7 @@ LOG2 = (0, 11, 22, 33, 44, 54, 63, 73, 82, 92, 100, 109, 118, 126, 134, 142, 150
         186, 193, 200, 207, 213, 220, 226, 232, 238, 244, 250, 256)
 
 _SEC = "<HHHHHHHhHHIIII"
-SEC_SIZE = const(32)
+SEC_SIZE = const(36)
 
 
 def pack_section(p, at):
