@@ -22,6 +22,7 @@ COMMANDS = {
     "hil":    ("ugate.hil",     "hardware-in-the-loop: compare a board bit for bit with the host reference"),
     "split":  ("ugate.split",   "train a gated model per cut point, compare accuracy, S3 time and energy per stopped negative"),
     "bringup": ("ugate.bringup", "a new board in one command: flash, REPL, deploy, board info, HIL smoke run"),
+    "listen": ("ugate.listen",  "always-on audio: replay a long recording as a board's microphone, score its detections"),
 }
 
 

@@ -150,3 +150,34 @@ def float_features(frames_, p):
     power = np.abs(np.fft.rfft(x)) ** 2
     mel = power @ (_mel_matrix(p).T / 32768)
     return p["gain"] * (np.log2(np.maximum(mel, 1e-9)) - p["offset"] / 256)
+
+
+def read_trace(raw, p):
+    """The bytes device/audio.py trace() writes -> the stages, as compute(trace=True) names them."""
+    n, nm = p["n"], p["n_mels"]
+    at, out = 0, {}
+    for key, count, dt in (("window", n, "<i4"), ("re", n, "<i4"), ("im", n, "<i4"), ("power", n // 2 + 1, "<i4"),
+                           ("shift", 1, "<i4"), ("mel", nm + 2, "<i4"), ("feature", nm, np.int8)):
+        out[key] = np.frombuffer(raw, dt, count, at).astype(np.int64)
+        at += count * np.dtype(dt).itemsize
+    rev = np.frombuffer(F.bitrev(n), np.uint16)
+    out["window"] = out["window"][rev]             # bit-reversed on the device: back to sample order
+    out["fft"] = np.stack([out.pop("re")[:n // 2 + 1], out.pop("im")[:n // 2 + 1]], -1)
+    out["mel"] = out["mel"][1:-1]
+    return out
+
+
+def first_difference(dev, pcm, stride, p):
+    """The first stage where a device trace of `stride` of `pcm` differs from the reference, as a
+    line naming it (window sample, FFT bin, block exponent, power bin, mel channel, log of a mel
+    channel), or None if every stage agrees."""
+    _, ref = compute(frames(pcm, p)[stride:stride + 1], p, trace=True)
+    names = {"window": "window sample", "fft": "FFT bin", "shift": "block exponent", "power": "power bin",
+             "mel": "mel channel", "feature": "log (int8 feature) of mel channel"}
+    for key, what in names.items():
+        d, r = dev[key], ref[key][0]
+        bad = np.flatnonzero((d != r).reshape(len(r), -1).any(1)) if r.ndim else np.flatnonzero([d[0] != r])
+        if len(bad):
+            k = int(bad[0])
+            return f"stride {stride}: first difference at {what} {k}: device {d[k].tolist()}, host {r[k].tolist()}"
+    return None

@@ -11,14 +11,15 @@ from ugate.shared import wire
 
 
 @contextlib.contextmanager
-def session(port, kernels="viper", timeout=2.0, blob_hash=None, entry="serve"):
+def session(port, kernels="viper", timeout=2.0, blob_hash=None, entry="serve", args=""):
     """Yield (link, info) for the board on `port` (a path, or "virtual" for a virtual board for the
     block). blob_hash (8 bytes): the model the host expects; a board running another one is an error.
-    entry: "serve" (the host sends each input) or "stream" (the board reads its own, device/main.py)."""
+    entry: "serve" (the host sends each input) or "stream" (the board reads its own, device/main.py),
+    or "listen" (always-on audio); args: more keyword arguments for it (", refractory=32")."""
     if kernels not in ("viper", "portable"):
         raise UgateError(f"unknown kernels {kernels!r}: viper or portable")
     with connect(port) as t, _signals_end_sessions():
-        t.exec_raw_no_follow(f"import main\nmain.{entry}(kernels={kernels!r})")
+        t.exec_raw_no_follow(f"import main\nmain.{entry}(kernels={kernels!r}{args})")
         _wait_ready(t, port)
         link = Link(t.serial, timeout=timeout)
         try:
