@@ -1,0 +1,131 @@
+"""ugate listen: the detection rule, the long-recording scorer on cases with a known answer, the
+generator, and a short recording through the virtual board, checked against the host reference."""
+import csv
+import json
+
+import numpy as np
+import pytest
+from scipy.io import wavfile
+
+from ugate import UgateError, cli, listen
+from ugate import frontend as H
+from ugate.shared import frontend as F
+from test_data import needs_tts
+
+
+def test_detect_rule():
+    o = np.zeros(100, bool)
+    o[[10, 11, 12, 20, 50, 52, 53, 90]] = True
+    assert listen.detect(o, refractory=0) == [10, 11, 12, 20, 50, 52, 53, 90]
+    assert listen.detect(o, refractory=5) == [10, 20, 50, 90]          # 11, 12 and 52, 53 shut out
+    assert listen.detect(o, need=2, of=3, refractory=5) == [11, 52]    # 10+11; 50+52 (51 closed)
+    assert listen.detect(o, every=2, refractory=0) == [10, 12, 20, 50, 52, 90]   # odd strides not run
+
+
+def test_score_known_answer():
+    events = [(1.0, 1.5, "k"), (5.0, 5.6, "k"), (9.0, 9.4, "k"), (20.0, 20.5, "k")]
+    times = [1.6, 1.7,          # one hit, then a repeat of the same word: a false accept
+             6.5,               # second word: 1.5 s after onset
+             12.0,              # nothing there: false accept
+             20.5 + 1.0 + listen.SLACK]   # the last moment the fourth word still counts
+    s = listen.score(times, events, 3600)
+    assert (s["keywords"], s["detected"], s["misses"], s["false_accepts"]) == (4, 3, 1, 2)
+    assert s["missed_onsets_s"] == [9.0] and s["false_accepts_per_hour"] == 2
+    assert s["false_accept_times_s"] == [1.7, 12.0]
+    assert s["latency_s"]["max"] == pytest.approx(1.75) and s["latency_s"]["median"] == pytest.approx(1.5)
+    assert listen.score([], events, 60)["miss_rate"] == 1 and listen.score([], [], 60)["latency_s"] is None
+
+
+def test_windows_are_clips():
+    """The host's stream windows equal the features of each 1 s clip the window covers."""
+    P = H.params()
+    rng = np.random.default_rng(0)
+    pcm = H.to_pcm(0.1 * rng.standard_normal(3 * F.SR))
+    win = listen.windows(H.compute(H.frames(pcm, P).reshape(-1, F.N), P))
+    assert win.shape == (3 * F.SR // F.HOP, 1, F.N_MELS, F.FRAMES)
+    assert np.array_equal(win[F.FRAMES - 1, 0], H.features(pcm[:F.SR], P))
+    assert (win[0, 0, :, :-1] == -128).all()          # before the recording: silence
+
+
+def test_labels_errors(tmp_path):
+    (tmp_path / "bad.csv").write_text("time,what\n1,marvin\n")
+    with pytest.raises(UgateError, match="onset_s, end_s, word"):
+        listen.read_labels(tmp_path / "bad.csv")
+    with pytest.raises(UgateError, match="no labels file"):
+        listen.read_labels(tmp_path / "none.csv")
+
+
+TONE = 2500
+
+
+def tone_recording(path, labels, seconds=8, onsets=(1.5, 4.0, 6.2)):
+    rng = np.random.default_rng(1)
+    t = np.arange(int(seconds * F.SR)) / F.SR
+    a = 0.005 * rng.standard_normal(len(t)) + 0.2 * np.sin(2 * np.pi * 300 * t) * (np.sin(2 * np.pi * 0.3 * t) > 0)
+    for on in onsets:
+        i = int(on * F.SR)
+        a[i:i + 6400] += 0.4 * np.sin(2 * np.pi * TONE * t[:6400])
+    wavfile.write(path, F.SR, H.to_pcm(a))
+    with open(labels, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(("onset_s", "end_s", "word"))
+        w.writerows((on, on + 0.4, "tone") for on in onsets)
+
+
+@pytest.fixture(scope="module")
+def tone_model(tmp_path_factory):
+    """A gated model trained on a WAV folder of 1 s clips: a 2.5 kHz tone (positive) vs hum and noise."""
+    from ugate.export import export
+    from ugate.train import train
+    root = tmp_path_factory.mktemp("tones")
+    rng = np.random.default_rng(0)
+    t = np.arange(F.SR) / F.SR
+    for cls in ("tone", "other"):
+        (root / "data" / cls).mkdir(parents=True)
+        for i in range(40):
+            a = 0.005 * rng.standard_normal(F.SR) + rng.uniform(0, 0.3) * np.sin(2 * np.pi * rng.uniform(100, 600) * t)
+            if cls == "tone":
+                at = rng.integers(0, F.SR - 6400)
+                a[at:at + 6400] += rng.uniform(0.2, 0.6) * np.sin(2 * np.pi * TONE * t[:6400])
+            wavfile.write(root / "data" / cls / f"{i}.wav", F.SR, H.to_pcm(a))
+    run = root / "run"
+    train(str(root / "data"), run, epochs=4, positive="tone", quiet=True, target_recall=0.95)
+    export(run, quiet=True)
+    return run
+
+
+def test_listen_through_the_virtual_board(tone_model, tmp_path):
+    tone_recording(tmp_path / "rec.wav", tmp_path / "rec.csv")
+    lines = []
+    out = listen.run("virtual", tone_model, tmp_path / "rec.wav", tmp_path / "rec.csv", emit=lines.append)
+    assert out == json.loads((tone_model / "listen.json").read_text())
+    assert out["device_equals_host"] and out["first_difference"] is None and out["lost"] == 0
+    assert out["strides"] == out["board_strides"] == 8 * F.SR // F.HOP and out["dropped_strides"] == 0
+    assert out["gate"]["keywords"] == 3 and out["gate"]["misses"] == 0
+    assert len(out["detections"]) == out["gate"]["detected"] + out["gate"]["false_accepts"]
+    assert sum("detection" in ln for ln in lines) == len(out["detections"])
+    n = out["strides"]   # every stride runs the model but those the refractory period after a detection shuts
+    assert n - 32 * len(out["detections"]) <= out["runs"] <= n and out["per_stride_us"]["frontend"] > 0
+
+
+def test_listen_cli_errors(digits_run, tmp_path, capsys):
+    tone_recording(tmp_path / "rec.wav", tmp_path / "rec.csv")
+    assert cli.main(["listen", "--wav", str(tmp_path / "rec.wav")]) == 2
+    assert cli.main(["listen", "--model", str(digits_run), "--wav", str(tmp_path / "rec.wav")]) == 2
+    assert cli.main(["listen", "--model", str(digits_run), "--wav", str(tmp_path / "none.wav")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "needs --model" in err[0] and "no audio front end" in err[1]
+    assert "Traceback" not in "".join(err)
+
+
+@needs_tts
+def test_generate_labels(tmp_path):
+    k = listen.generate(tmp_path / "g.wav", tmp_path / "g.csv", seconds=20, seed=2)
+    sr, a = wavfile.read(tmp_path / "g.wav")
+    rows = listen.read_labels(tmp_path / "g.csv")
+    assert sr == F.SR and a.dtype == np.int16 and len(a) == 20 * F.SR
+    assert k == sum(r[2] == "marvin" for r in rows) >= 1
+    kw = [r for r in rows if r[2] == "marvin"]
+    for on, end, _ in kw:        # a second of background alone on either side of each keyword
+        assert all(e <= on - 1.0 + 1e-3 or o >= end + 1.0 - 1e-3 for o, e, w in rows if (o, e) != (on, end))
+    assert np.abs(a[int(kw[0][0] * F.SR):int(kw[0][1] * F.SR)]).max() > 5 * np.abs(a[:int(0.4 * F.SR)]).max()
