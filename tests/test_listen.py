@@ -129,3 +129,23 @@ def test_generate_labels(tmp_path):
     for on, end, _ in kw:        # a second of background alone on either side of each keyword
         assert all(e <= on - 1.0 + 1e-3 or o >= end + 1.0 - 1e-3 for o, e, w in rows if (o, e) != (on, end))
     assert np.abs(a[int(kw[0][0] * F.SR):int(kw[0][1] * F.SR)]).max() > 5 * np.abs(a[:int(0.4 * F.SR)]).max()
+
+
+def test_hil_compares_the_front_end(tone_model, tmp_path):
+    """ugate hil on an audio model also checks the board's front end bit for bit; a board whose mel
+    kernel is off by one is caught and the stage named."""
+    from conftest import ROOT
+    from ugate import hil, reference
+    from ugate.board import VirtualBoard
+    from ugate.deploy import deploy
+    rep = hil.hil(tone_model, "virtual", ("viper",), limit=10, progress=False)
+    fe, = rep["frontend"]
+    assert rep["passed"] and fe["mismatched_strides"] == 0 and fe["strides"] == fe["board_strides"] == 10 * F.SR // F.HOP
+    bad = (ROOT / "device" / "audio_kernels.py").read_text().replace("y[c + 1] += up\n", "y[c + 1] += up + 1\n")
+    assert "up + 1" in bad
+    with VirtualBoard(tmp_path / "board") as vb:
+        deploy(vb.port, tone_model, progress=False)
+        (tmp_path / "board" / "audio_kernels.py").write_text(bad)
+        fe = reference.load(tone_model / "stage1.blob")[1]["frontend"]
+        r = hil.frontend_check(vb.port, fe, hil.test_signal(3), "viper")
+    assert r["mismatched_strides"] > 0 and "first difference at mel channel" in r["first_difference"]
