@@ -102,12 +102,17 @@ def speech_files():
 
 
 def _clip(job):
-    """Generate clip number i of the set: (source label, seed, i) -> log-mel features.
+    """Generate clip number i of the set: (source label, seed, i) -> its features."""
+    return features(clip_audio(job))
+
+
+def clip_audio(job):
+    """The audio of clip number i of the set: (source label, seed, i) -> float (SR,) in [-1, 1].
     Each clip draws from its own generator, so the set is the same however the work is scheduled."""
     label, seed, i = job
     rng = np.random.default_rng([seed, i])
     if SOURCES[label] == "noise":
-        return features(_noise(rng) * np.exp(rng.uniform(np.log(1e-3), np.log(0.3))))
+        return _noise(rng) * np.exp(rng.uniform(np.log(1e-3), np.log(0.3)))
     if SOURCES[label] == "speech":
         a = read_wav(speech_files()[rng.integers(len(speech_files()))])
         a = a[rng.integers(max(1, len(a) - SR + 1)):][:SR]
@@ -117,7 +122,7 @@ def _clip(job):
     x[at:at + len(a)] = a * rng.uniform(0.1, 0.9) / (np.abs(a).max() + 1e-9)
     rms = np.sqrt(np.mean(x[at:at + len(a)] ** 2))
     x += _noise(rng) * rms * 10 ** (-rng.uniform(5, 40) / 20)    # SNR 5..40 dB
-    return features(np.clip(x, -1, 1))
+    return np.clip(x, -1, 1)
 
 
 def load(positive=("marvin",), cache_dir=None, clips_per_word=None, seed=GEN_SEED):
