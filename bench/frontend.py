@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from ugate import cycles, data, frontend, keywords
 from ugate.listen import read_pcm
+from ugate.shared import blob as B
 from ugate.shared import frontend as F
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,9 +28,9 @@ MICROPYTHON = Path(sys.executable).parent / "micropython"
 DEVICE = ["shared/frontend.py", "shared/blob.py", "device/runtime.py", "device/audio.py", "device/audio_kernels.py",
           "device/audio_portable.py"]
 RUN = """
-import frontend, audio
+import blob, audio
 b = open("fe.bin", "rb").read()
-fe, _ = frontend.parse_section(b, 0, len(b))
+fe, _ = blob.parse_frontend(b, 0, len(b))
 print(audio.features("pcm.bin", "out.bin", fe, KERNELS))
 """
 
@@ -39,7 +40,7 @@ def on_device(pcm, p, kernels):
     with tempfile.TemporaryDirectory() as tmp:
         for f in DEVICE:
             shutil.copy(ROOT / f, tmp)
-        Path(tmp, "fe.bin").write_bytes(F.pack_section(p, 0))
+        Path(tmp, "fe.bin").write_bytes(B.pack_frontend(p, 0))
         Path(tmp, "pcm.bin").write_bytes(pcm.astype("<i2").tobytes())
         Path(tmp, "main.py").write_text(RUN.replace("KERNELS", repr(kernels)))
         t0 = time.perf_counter()

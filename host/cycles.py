@@ -403,10 +403,10 @@ def s3_time_us(cycles, mhz=MHZ):
 
 
 _COUNT_FRONTEND = """
-import audio, audio_kernels, frontend
+import audio, audio_kernels, blob
 from array import array
 b = open("fe.bin", "rb").read()
-fe, _ = frontend.parse_section(b, 0, len(b))
+fe, _ = blob.parse_frontend(b, 0, len(b))
 f = audio.Frontend(fe, "viper")
 x = array("h", bytes(2 * f.hop))
 n = 0
@@ -423,7 +423,7 @@ def frontend_cycles(fe, pcm, kernels=None):
     the strides of int16 PCM `pcm` (loop counts depend on the data: block exponent, log2): per kernel
     {fn, calls, instructions, cycles, cycles_per_stride}, and the number of strides. fe: the front
     end's parameters and tables (ugate.frontend.params() or a blob's section)."""
-    from ugate.shared import frontend as F
+    from ugate.shared import blob as B
     kernels = Path(kernels or ROOT / "device" / "audio_kernels.py")
     fns = viper_code(kernels)
     inst, slots = _instrument(kernels.read_text(), fns)
@@ -433,7 +433,7 @@ def frontend_cycles(fe, pcm, kernels=None):
         for f in ("device/runtime.py", "device/audio.py", "device/audio_portable.py", "shared/frontend.py", "shared/blob.py"):
             shutil.copy(ROOT / f, tmp)
         Path(tmp, "audio_kernels.py").write_text(inst)
-        Path(tmp, "fe.bin").write_bytes(F.pack_section(p, 0))
+        Path(tmp, "fe.bin").write_bytes(B.pack_frontend(p, 0))
         Path(tmp, "pcm.bin").write_bytes(pcm.astype("<i2").tobytes())
         Path(tmp, "main.py").write_text(_COUNT_FRONTEND)
         r = subprocess.run([str(micropython if micropython.exists() else "micropython"), "main.py"], cwd=tmp,

@@ -11,7 +11,7 @@ STAGES = ("window", "fft", "power", "mel", "log", "feature")   # HIL names the f
 
 
 def params(n=F.N, hop=F.HOP, n_mels=F.N_MELS, fmin=F.FMIN, fmax=F.FMAX, sr=F.SR, gain=F.GAIN, offset=F.OFFSET):
-    """The front end's parameters with its tables (bytes), as shared.frontend.pack_section takes them."""
+    """The front end's parameters with its tables (bytes), as shared.blob.pack_frontend takes them."""
     if n & (n - 1) or not 0 < hop <= n or not 0 < fmin < fmax <= sr / 2:
         raise ValueError(f"front end: n {n} must be a power of two, 0 < hop {hop} <= n, 0 < fmin < fmax <= sr/2")
     mel, hz = lambda f: 2595 * np.log10(1 + f / 700), lambda m: 700 * (10 ** (m / 2595) - 1)

@@ -14,8 +14,12 @@ Layout (all little-endian; offsets count from the blob's first byte)
            (STAGE1, GATE, PH_COMPRESS), relu, stride, k, j, m, w, b, s (offsets; 0 when unused).
            Each op reads one earlier-written buffer, so the gate branch and the compression
            both read stage 1's output.
-  front end (flag FRONTEND) shared/frontend.py's section: parameters and tables of the integer
-           log-mel front end the model's input comes from; the device computes its input with it
+  front end (flag FRONTEND) _FE "<HHHHHHHhHHIIII", 36 bytes: the integer log-mel front end the
+           model's input comes from (its rules: shared/frontend.py): sr, n, hop, pad, n_mels, k_lo,
+           k_hi, offset (int16), gain, 0, then the offsets of its tables: window int16[n], twiddles
+           int16[n] (cos k for k < n/2, then sin k), band uint8[n/2 + 1], weight int16[n/2 + 1]
+           (int16 tables 2-aligned). Made by the host (ugate.frontend.params); the device only
+           reads them.
   data     int8 weights, int32 biases (4-aligned), uint8 shifts, at the ops' offsets
   trailer  CRC32 (binascii.crc32, uint32) of every byte before it
 
@@ -82,15 +86,6 @@ I32 = const(1)
 I16 = const(2)
 
 
-def _frontend():
-    # imported only for blobs that have the section: a board without audio needs no frontend.py
-    try:
-        from ugate.shared import frontend   # the host package
-    except ImportError:
-        import frontend                      # the device: shared files copied flat
-    return frontend
-
-
 def _ceil(a, b):
     return -(-a // b)
 
@@ -109,6 +104,44 @@ def _extents(op, src, dst, stride):
     if op == LOGIT:
         return (sc * sh * sw, 4, 0), (1, 1, 1, I32)
     return (sc, 0, 0), (sc, sh, sw, I8)   # COMPRESS
+
+
+_FE = "<HHHHHHHhHHIIII"
+_FE_SIZE = const(36)
+
+
+def pack_frontend(p, at):
+    """The section bytes for parameters p (a dict: sr, n, hop, pad, n_mels, k_lo, k_hi, offset, gain,
+    window, twiddle, band, weight; tables as bytes) when the section starts at blob offset `at`.
+    Returns (section record, table bytes placed right after it)."""
+    data = bytearray()
+    offs = []
+    for key in ("window", "twiddle", "band", "weight"):
+        data.extend(b"\0" * ((at + _FE_SIZE + len(data)) & 1))    # int16 tables 2-aligned
+        offs.append(at + _FE_SIZE + len(data))
+        data.extend(p[key])
+    rec = struct.pack(_FE, p["sr"], p["n"], p["hop"], p["pad"], p["n_mels"], p["k_lo"], p["k_hi"],
+                      p["offset"], p["gain"], 0, *offs)
+    return rec + bytes(data)
+
+
+def parse_frontend(buf, at, end):
+    """The section at `at` of blob `buf` (tables as memoryview slices, nothing copied); ValueError
+    names what is wrong. Returns (dict, offset after the record)."""
+    sr, n, hop, pad, n_mels, k_lo, k_hi, offset, gain, _, w, t, b, m = struct.unpack_from(_FE, buf, at)
+    if n < 16 or n & (n - 1) or not 0 < hop <= n or pad > n or not 0 < n_mels < 250 \
+            or not 0 <= k_lo <= k_hi <= n // 2 + 1:
+        raise ValueError("blob front end: bad parameters n=%d hop=%d pad=%d n_mels=%d bins %d..%d"
+                         % (n, hop, pad, n_mels, k_lo, k_hi))
+    bv = memoryview(buf)
+    p = {"sr": sr, "n": n, "hop": hop, "pad": pad, "n_mels": n_mels, "k_lo": k_lo, "k_hi": k_hi,
+         "offset": offset, "gain": gain}
+    for key, off, ln in (("window", w, 2 * n), ("twiddle", t, 2 * n), ("band", b, n // 2 + 1),
+                         ("weight", m, n + 2)):
+        if off < at + _FE_SIZE or off + ln > end or (ln != n // 2 + 1 and off & 1):
+            raise ValueError("blob front end: %s table [%d, %d) outside the blob" % (key, off, off + ln))
+        p[key] = bv[off:off + ln]
+    return p, at + _FE_SIZE
 
 
 def parse(buf):
@@ -157,7 +190,7 @@ def parse(buf):
         ops.append((op, src, dst, phase, relu, stride, k, j, m, w, b, s))
     fe = None
     if flags & FRONTEND:
-        fe, at = _frontend().parse_section(buf, at, n - 4)
+        fe, at = parse_frontend(buf, at, n - 4)
     return {"frontend": fe, "version": ver, "hash": h, "size": n, "in_scale": s_in, "act_scale": s_act,
             "logit_scale": s_logit, "thr": thr, "bufs": bufs, "ops": ops}
 
@@ -168,7 +201,7 @@ def pack(bufs, ops, in_scale, act_scale, logit_scale, thr, fe=None):
     audio front end's parameters and tables (shared/frontend.py), or None."""
     import hashlib
     sec_at = _HDR_SIZE + _BUF_SIZE * len(bufs) + _OP_SIZE * len(ops)
-    sec = _frontend().pack_section(fe, sec_at) if fe else b""
+    sec = pack_frontend(fe, sec_at) if fe else b""
     data_at = sec_at + len(sec)
     data, recs = bytearray(), bytearray()
     for op, src, dst, phase, relu, stride, k, j, m, *arrays in ops:

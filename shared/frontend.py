@@ -1,5 +1,5 @@
 """The audio front end: 16 kHz int16 PCM -> one int8 log-mel column a stride. The one definition of
-its parameters, its arithmetic and its blob section; ugate.frontend (numpy) is the executable
+its parameters and its arithmetic (its blob section: shared/blob.py); ugate.frontend (numpy) is the executable
 reference, device/audio_kernels.py (viper) and device/audio_portable.py the device's twins.
 MicroPython subset: imported as ugate.shared.frontend on the host and as `frontend` on the device.
 
@@ -32,14 +32,10 @@ Arithmetic (all of it fits int32; the reference asserts every range)
            octave of power (6: half a dB a step), OFFSET = the log2 (Q8) that maps to 0.
            The model sees x = q * SCALE (SCALE = 1/32, a power of two: q survives the round trip).
 
-Blob section (shared/blob.py's header flag FRONTEND; right after the op table)
-  _SEC "<HHHHHHHhHHIIII", 36 bytes: sr, n, hop, pad, n_mels, k_lo, k_hi, offset (int16), gain,
-  0, then the offsets of: window int16[n], twiddles int16[n] (cos k for k < n/2, then sin k),
-  band uint8[n/2 + 1], weight int16[n/2 + 1] (each 2-aligned). The tables are made by the host
-  (ugate.frontend.tables) from the parameters; the device only reads them, so float on the chip
-  (single precision) never enters.
+Blob section: shared/blob.py (flag FRONTEND) carries these parameters and the tables, which the host
+makes (ugate.frontend.params) from the parameters; the device only reads them, so float on the
+chip (single precision) never enters.
 """
-import struct
 
 try:
     from micropython import const
@@ -62,44 +58,6 @@ NOBAND = const(255)     # band[k] of a bin outside every channel
 # LOG2[i] = round(256 * log2(1 + i / 32)), i = 0..32 (tests/test_frontend.py recomputes it)
 LOG2 = (0, 11, 22, 33, 44, 54, 63, 73, 82, 92, 100, 109, 118, 126, 134, 142, 150, 157, 165, 172, 179,
         186, 193, 200, 207, 213, 220, 226, 232, 238, 244, 250, 256)
-
-_SEC = "<HHHHHHHhHHIIII"
-SEC_SIZE = const(36)
-
-
-def pack_section(p, at):
-    """The section bytes for parameters p (a dict: sr, n, hop, pad, n_mels, k_lo, k_hi, offset, gain,
-    window, twiddle, band, weight; tables as bytes) when the section starts at blob offset `at`.
-    Returns (section record, table bytes placed right after it)."""
-    data = bytearray()
-    offs = []
-    for key in ("window", "twiddle", "band", "weight"):
-        data.extend(b"\0" * ((at + SEC_SIZE + len(data)) & 1))    # int16 tables 2-aligned
-        offs.append(at + SEC_SIZE + len(data))
-        data.extend(p[key])
-    rec = struct.pack(_SEC, p["sr"], p["n"], p["hop"], p["pad"], p["n_mels"], p["k_lo"], p["k_hi"],
-                      p["offset"], p["gain"], 0, *offs)
-    return rec + bytes(data)
-
-
-def parse_section(buf, at, end):
-    """The section at `at` of blob `buf` (tables as memoryview slices, nothing copied); ValueError
-    names what is wrong. Returns (dict, offset after the record)."""
-    sr, n, hop, pad, n_mels, k_lo, k_hi, offset, gain, _, w, t, b, m = struct.unpack_from(_SEC, buf, at)
-    if n < 16 or n & (n - 1) or not 0 < hop <= n or pad > n or not 0 < n_mels < 250 \
-            or not 0 <= k_lo <= k_hi <= n // 2 + 1:
-        raise ValueError("blob front end: bad parameters n=%d hop=%d pad=%d n_mels=%d bins %d..%d"
-                         % (n, hop, pad, n_mels, k_lo, k_hi))
-    bv = memoryview(buf)
-    p = {"sr": sr, "n": n, "hop": hop, "pad": pad, "n_mels": n_mels, "k_lo": k_lo, "k_hi": k_hi,
-         "offset": offset, "gain": gain}
-    for key, off, ln in (("window", w, 2 * n), ("twiddle", t, 2 * n), ("band", b, n // 2 + 1),
-                         ("weight", m, n + 2)):
-        if off < at + SEC_SIZE or off + ln > end or (ln != n // 2 + 1 and off & 1):
-            raise ValueError("blob front end: %s table [%d, %d) outside the blob" % (key, off, off + ln))
-        p[key] = bv[off:off + ln]
-    return p, at + SEC_SIZE
-
 
 def bitrev(n):
     """rev[i] = i with its log2(n) bits reversed (array 'H'): where window sample i goes for the FFT."""

@@ -31,12 +31,12 @@ def signals():
 
 def device_features(tmp_path, pcm, kernels):
     """The board's columns for a PCM stream (audio.features on MicroPython)."""
-    (tmp_path / "fe.bin").write_bytes(F.pack_section(P, 0))
+    (tmp_path / "fe.bin").write_bytes(B.pack_frontend(P, 0))
     (tmp_path / "pcm.bin").write_bytes(pcm.astype("<i2").tobytes())
     out = run_micropython(f"""
-import frontend, audio
+import blob, audio
 b = open("fe.bin", "rb").read()
-fe, _ = frontend.parse_section(b, 0, len(b))
+fe, _ = blob.parse_frontend(b, 0, len(b))
 print(audio.features("pcm.bin", "out.bin", fe, {kernels!r}))
 """, DEVICE, cwd=tmp_path)
     assert int(out.split()[-1]) == len(pcm) // F.HOP
@@ -56,12 +56,12 @@ def test_device_equals_host(tmp_path, kernels):
 def test_trace_names_no_stage_when_equal(tmp_path):
     """audio.trace's stage by stage dump equals the reference's intermediates (what HIL compares)."""
     pcm = signals()
-    (tmp_path / "fe.bin").write_bytes(F.pack_section(P, 0))
+    (tmp_path / "fe.bin").write_bytes(B.pack_frontend(P, 0))
     (tmp_path / "pcm.bin").write_bytes(pcm.astype("<i2").tobytes())
     run_micropython("""
-import frontend, audio
+import blob, audio
 b = open("fe.bin", "rb").read()
-fe, _ = frontend.parse_section(b, 0, len(b))
+fe, _ = blob.parse_frontend(b, 0, len(b))
 audio.trace("pcm.bin", "tr.bin", fe, 20)
 """, DEVICE, cwd=tmp_path)
     assert H.first_difference(H.read_trace((tmp_path / "tr.bin").read_bytes(), P), pcm, 20, P) is None
@@ -91,13 +91,13 @@ def test_silence_dc_and_clipping_ranges():
 def test_streaming_window_equals_whole_window(tmp_path):
     """The device's sliding window after stride t equals the features of the whole last second."""
     pcm = signals()[:3 * F.SR]
-    (tmp_path / "fe.bin").write_bytes(F.pack_section(P, 0))
+    (tmp_path / "fe.bin").write_bytes(B.pack_frontend(P, 0))
     (tmp_path / "pcm.bin").write_bytes(pcm.astype("<i2").tobytes())
     run_micropython("""
-import frontend, audio
+import blob, audio
 from array import array
 b = open("fe.bin", "rb").read()
-fe, _ = frontend.parse_section(b, 0, len(b))
+fe, _ = blob.parse_frontend(b, 0, len(b))
 f = audio.Frontend(fe)
 x = array("h", bytes(2 * f.hop))
 with open("pcm.bin", "rb") as src, open("win.bin", "wb") as dst:
