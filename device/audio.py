@@ -23,9 +23,9 @@ class Frontend:
     def __init__(self, fe, kernels="viper"):
         """fe: the blob's front-end section (blob.parse()["frontend"])."""
         self.kernels, k, _ = kernel_set(kernels, "audio_kernels", "audio_portable")
-        self._feed, self._window, self._fft, self._power, self._mel, self._log, self._shift = k
+        self._feed, self._window, self._fft, self._power, self._mel, self._log, self._shift, self.mic32 = k
         n, nm = fe["n"], fe["n_mels"]
-        self.n, self.hop, self.n_mels, self.frames = n, fe["hop"], nm, frontend.FRAMES
+        self.n, self.hop, self.n_mels, self.frames, self.rate = n, fe["hop"], nm, frontend.FRAMES, fe["sr"]
         self.win = _i16(fe["window"], n)
         self.tw = _i16(fe["twiddle"], n)
         self.band = bytearray(fe["band"])
@@ -38,9 +38,10 @@ class Frontend:
         self.power = array("i", bytes(4 * (n // 2 + 1)))
         self.mel = array("i", bytes(4 * (nm + 2)))
         self.window = bytearray(b"\x80" * (nm * self.frames))   # the model input: silence so far
-        # p: n, ring position, hop, block exponent, n_mels, k_lo, k_hi, gain, offset, frames, column
+        # p: n, ring position, hop, block exponent, n_mels, k_lo, k_hi, gain, offset, frames, column,
+        # microphone shift (Mic)
         self.p = array("i", [n, 0, self.hop, 0, nm, fe["k_lo"], fe["k_hi"], fe["gain"], fe["offset"],
-                             self.frames, self.frames - 1])
+                             self.frames, self.frames - 1, 16])
 
     def push(self, x):
         """x: hop new samples (array('h')). Computes their frame into the window's newest column."""
@@ -62,6 +63,31 @@ class Frontend:
         if last > 4:
             self._shift(self.window, self.window, self.band, self.band, self.band, p)
             self._log(self.mel, self.window, self.log2, self.log2, self.log2, p)
+
+
+class Mic:
+    """An I2S MEMS microphone (INMP441-style: mono, 24-bit samples left-justified in 32-bit slots) on
+    machine.I2S, read one stride at a time: readinto(x) fills x (array('h'), hop samples) like a
+    file of int16 PCM would, blocking until the stride is there. Pins come from the board file
+    ([mic] sck, ws, sd; shift: 16 keeps the top 16 bits, less amplifies a quiet microphone)."""
+
+    def __init__(self, fe, sck, ws, sd, shift=16, i2s_id=0):
+        from machine import I2S, Pin
+        self.fe = fe
+        fe.p[11] = shift
+        self.raw = bytearray(4 * fe.hop)
+        self.i2s = I2S(i2s_id, sck=Pin(sck), ws=Pin(ws), sd=Pin(sd), mode=I2S.RX, bits=32, format=I2S.MONO,
+                       rate=fe.rate, ibuf=16 * len(self.raw))   # a DMA ring of 16 strides
+
+    def readinto(self, x):
+        mv, n = memoryview(self.raw), 0
+        while n < len(self.raw):
+            n += self.i2s.readinto(mv[n:])
+        self.fe.mic32(self.raw, x, self.raw, self.raw, self.raw, self.fe.p)
+        return 2 * self.fe.hop
+
+    def close(self):
+        self.i2s.deinit()
 
 
 def features(source, out, fe, kernels="viper"):

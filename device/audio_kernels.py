@@ -163,4 +163,20 @@ def shift_v(x: ptr8, y: ptr8, t: ptr8, u: ptr8, v: ptr8, p: ptr32):
         o += fr
 
 
-KERNELS = (feed_v, window_v, fft_v, power_v, mel_v, log_v, shift_v)
+@micropython.viper
+def mic_v(x: ptr16, y: ptr16, t: ptr8, u: ptr8, v: ptr8, p: ptr32):
+    # x: an I2S read of p[2] 32-bit slots (little-endian, the sample left-justified, as an INMP441's
+    # 24 bits); y: p[2] int16 samples = slot >> p[11] (16 keeps the top 16 bits), clamped. Read as
+    # two 16-bit halves, the high one sign-extended, so it is right on 32- and 64-bit words alike.
+    sh = p[11]
+    for i in range(p[2]):
+        s = (((x[2 * i + 1] ^ 0x8000) - 0x8000) << 16) | x[2 * i]
+        s >>= sh
+        if s > 32767:
+            s = 32767
+        if s < -32768:
+            s = -32768
+        y[i] = s
+
+
+KERNELS = (feed_v, window_v, fft_v, power_v, mel_v, log_v, shift_v, mic_v)

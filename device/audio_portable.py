@@ -113,4 +113,11 @@ def shift_p(x, y, t, u, v, p):
         o += fr
 
 
-KERNELS = (feed_p, window_p, fft_p, power_p, mel_p, log_p, shift_p)
+def mic_p(x, y, t, u, v, p):
+    sh = p[11]
+    for i in range(p[2]):
+        s = (((x[4 * i + 3] ^ 0x80) - 0x80) << 24 | x[4 * i + 2] << 16 | x[4 * i + 1] << 8 | x[4 * i]) >> sh
+        y[i] = 32767 if s > 32767 else -32768 if s < -32768 else s
+
+
+KERNELS = (feed_p, window_p, fft_p, power_p, mel_p, log_p, shift_p, mic_p)

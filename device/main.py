@@ -141,16 +141,18 @@ def stream(source="sensor.bin", blob="model.blob", kernels="viper", inp=None, ou
 
 
 def listen(source="audio.pcm", blob="model.blob", kernels="viper", inp=None, out=None, every=1, need=1, of=1,
-           refractory=32, realtime=False, report="listen.txt"):
+           refractory=32, realtime=False, report="listen.txt", mic=None):
     """Always-on audio: raw 16 kHz int16 PCM from `source` (a microphone stands in as a file on the
     virtual board; realtime: read at the microphone's pace, counting strides that come late) ->
     the front end (audio.py) one frame a stride -> every `every` strides stage 1 and the gate on the
     window. A detection is `need` open gates of the last `of` runs: it sends ACTIVATIONS + RESULT
     numbered by stride (as stream() does), then the gate stays shut for `refractory` strides (the
     front end keeps running). Ends like stream(): STATS (samples = strides, opens = detections).
-    The per-stride costs go to the file `report` (one line of JSON) for the host to read."""
+    The per-stride costs go to the file `report` (one line of JSON) for the host to read.
+    mic: (sck, ws, sd[, shift]) pins of an I2S microphone (audio.Mic) to listen to instead of `source`,
+    until the host says BYE."""
     from array import array
-    from audio import Frontend
+    from audio import Frontend, Mic
     d = Device(blob, kernels, inp, out)
     m, fe, f = d.model, None, None
     if d.problem is None:
@@ -159,9 +161,11 @@ def listen(source="audio.pcm", blob="model.blob", kernels="viper", inp=None, out
         else:
             fe = Frontend(m.frontend, kernels)
             try:
-                f = open(source, "rb")
+                f = Mic(fe, *mic) if mic else open(source, "rb")
             except OSError:
                 d.problem = "no %s on the board: ugate listen puts the recording there" % source
+            except Exception as e:   # a port without machine.I2S, or pins it refuses
+                d.problem = "microphone on pins %r: %s" % (mic, e)
     with d.link as link:
         if not _begin(d, link):
             return

@@ -16,6 +16,7 @@ POWER_KEYS = ("active_idle_ma", "active_busy_ma", "light_sleep_ma", "deep_sleep_
 # field -> accepted types; every field is required
 FIELDS = {"chip": str, "console": str, "baud": int, "firmware_offset": int, "heap_budget": int,
           "power": dict, "notes": str}
+OPTIONAL = {"mic": dict}   # [mic]: an I2S microphone's GPIOs sck, ws, sd (+ shift) for ugate listen --mic
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Board:
     power: dict             # state -> mA at 3.3 V, keys POWER_KEYS
     notes: str
     path: Path
+    mic: dict = None        # {"sck", "ws", "sd", "shift"?} or None
 
 
 def boards_dir():
@@ -59,8 +61,12 @@ def load_board(name_or_path):
             raise UgateError(f"{p}: missing field {k!r}")
         if not isinstance(d[k], t) or isinstance(d[k], bool):
             raise UgateError(f"{p}: field {k!r} must be {t.__name__}, got {type(d[k]).__name__} {d[k]!r}")
-    if unknown := set(d) - set(FIELDS):
-        raise UgateError(f"{p}: unknown field {sorted(unknown)[0]!r}; fields: {', '.join(FIELDS)}")
+    if unknown := set(d) - set(FIELDS) - set(OPTIONAL):
+        raise UgateError(f"{p}: unknown field {sorted(unknown)[0]!r}; fields: {', '.join([*FIELDS, *OPTIONAL])}")
+    mic = d.get("mic", {"sck": 0, "ws": 0, "sd": 0})
+    if not isinstance(mic, dict) or not {"sck", "ws", "sd"} <= set(mic) or any(
+            k not in ("sck", "ws", "sd", "shift") or not isinstance(v, int) or isinstance(v, bool) for k, v in mic.items()):
+        raise UgateError(f"{p}: [mic] needs GPIO numbers sck, ws, sd (and optionally shift), got {mic!r}")
     if d["console"] not in CONSOLES:
         raise UgateError(f"{p}: field 'console' must be one of {', '.join(CONSOLES)}, got {d['console']!r}")
     for k in ("baud", "heap_budget"):

@@ -268,6 +268,47 @@ def run(port, model_dir, wav, labels=None, realtime=False, kernels="viper", ever
     return out
 
 
+def live(port, model_dir, board, kernels="viper", every=1, need=1, of=1, refractory=32, emit=lambda line: None):
+    """Listen to the board's own I2S microphone (pins: the board file's [mic]) until Ctrl-C, printing
+    detections as they come. Returns the detections."""
+    from ugate import model as M
+    from ugate import npu
+    from ugate.boards import load_board
+    from ugate.deploy import deploy
+    from ugate.export import check_run_folder
+    from ugate.run import check_port_first
+    from ugate.session import session
+    b = load_board(board)
+    if not b.mic:
+        raise UgateError(f"board {b.name} has no [mic] section (sck, ws, sd GPIOs) in {b.path}")
+    if port == "virtual":
+        raise UgateError("a virtual board has no microphone: replay a recording with --wav")
+    check_port_first(port)
+    meta = check_run_folder(model_dir)
+    if meta["frontend"] is None:
+        raise UgateError(f"{model_dir} has no audio front end in its blob: train on keywords or a WAV folder")
+    stage2 = npu.load_stage2(Path(model_dir) / "stage2.npz")
+    names = M.load(Path(model_dir) / "model.pt")[1].get("class_names") or [f"class {k}" for k in range(stage2.n_classes)]
+    hop_s = meta["frontend"]["hop"] / meta["frontend"]["sr"]
+    deploy(port, model_dir, progress=False)
+    pins = (b.mic["sck"], b.mic["ws"], b.mic["sd"], b.mic.get("shift", 16))
+    got = []
+
+    def on_detection(d):
+        got.append(d)
+        emit(f"{(d['sample'] + 1) * hop_s:9.2f} s  detection: gate logit {d['gate_logit']}, stage 2 says "
+             f"{d.get('label', 'nothing (lost)')}")
+
+    args = f", every={every}, need={need}, of={of}, refractory={refractory}, mic={pins!r}"
+    with session(port, kernels, blob_hash=meta["hash"], entry="listen", args=args) as (link, info):
+        emit(f"ugate listen: {port} ({info['board']}) listening on its microphone {pins[:3]}; Ctrl-C ends")
+        try:
+            npu.listen(link, stage2, names, on_detection, give_up=float("inf"))
+        except KeyboardInterrupt:
+            pass
+    return got
+
+
 def add_arguments(parser):
     parser.add_argument("--model", help="run folder (ugate export) of a model trained on audio")
     parser.add_argument("--port", default="virtual", help="serial port of a board, or virtual (default)")
@@ -283,6 +324,9 @@ def add_arguments(parser):
                         help="instead: write a labelled recording of this length to --wav and --labels")
     parser.add_argument("--positive", default="marvin", help="the keyword --generate inserts (default marvin)")
     parser.add_argument("--seed", type=int, default=0, help="--generate's seed")
+    parser.add_argument("--mic", action="store_true", help="instead: listen to the board's I2S microphone (pins: "
+                        "--board's [mic]) until Ctrl-C")
+    parser.add_argument("--board", help="board name from boards/ (for --mic)")
 
 
 def main(args):
@@ -292,6 +336,12 @@ def main(args):
             raise UgateError("--generate needs --wav and --labels to write")
         k = generate(args.wav, args.labels, args.generate, args.positive, seed=args.seed, progress=True)
         say(f"ugate listen: wrote {args.wav} ({args.generate:g} s, {k} keywords) and {args.labels}")
+        return 0
+    if args.mic:
+        if not args.model or not args.board:
+            raise UgateError("ugate listen --mic needs --model and --board (its [mic] pins)")
+        got = live(args.port, args.model, args.board, args.kernels, args.every, args.need, args.of, args.refractory, say)
+        say(f"ugate listen: {len(got)} detections")
         return 0
     if not args.model or not args.wav:
         raise UgateError("ugate listen needs --model and --wav (or --generate SECONDS --wav --labels)")

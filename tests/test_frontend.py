@@ -154,3 +154,30 @@ def test_float_twin_is_close():
     fr = H.frames(H.to_pcm(0.05 * rng.standard_normal(2 * F.SR)), P).reshape(-1, F.N)
     q, fl = H.compute(fr, P), np.clip(H.float_features(fr, P), -128, 127)
     assert 10 * np.log10(fl.var() / np.mean((q - fl) ** 2)) > 20
+
+
+@pytest.mark.parametrize("kernels", ["viper", "portable"])
+def test_mic_slots_to_int16(tmp_path, kernels):
+    """audio.Mic's conversion of an INMP441's 32-bit I2S slots (24 bits left-justified) to int16:
+    slot >> shift, clamped, on the device's kernels (the I2S peripheral itself needs a chip)."""
+    rng = np.random.default_rng(0)
+    slots = np.concatenate([rng.integers(-2 ** 23, 2 ** 23, F.HOP - 4) << 8, [2 ** 31 - 256, -2 ** 31, 256, -256]]).astype("<i4")
+    (tmp_path / "slots.bin").write_bytes(slots.tobytes())
+    (tmp_path / "fe.bin").write_bytes(B.pack_frontend(P, 0))
+    run_micropython(f"""
+import blob, audio
+from array import array
+b = open("fe.bin", "rb").read()
+fe, _ = blob.parse_frontend(b, 0, len(b))
+f = audio.Frontend(fe, {kernels!r})
+raw = open("slots.bin", "rb").read()
+x = array("h", bytes(2 * f.hop))
+with open("out.bin", "wb") as o:
+    for shift in (16, 14):
+        f.p[11] = shift
+        f.mic32(raw, x, raw, raw, raw, f.p)
+        o.write(x)
+""", DEVICE, cwd=tmp_path)
+    out = np.frombuffer((tmp_path / "out.bin").read_bytes(), "<i2").reshape(2, -1)
+    for row, shift in zip(out, (16, 14)):
+        assert np.array_equal(row, np.clip(slots.astype(np.int64) >> shift, -32768, 32767))

@@ -149,3 +149,14 @@ def test_hil_compares_the_front_end(tone_model, tmp_path):
         fe = reference.load(tone_model / "stage1.blob")[1]["frontend"]
         r = hil.frontend_check(vb.port, fe, hil.test_signal(3), "viper")
     assert r["mismatched_strides"] > 0 and "first difference at mel channel" in r["first_difference"]
+
+
+def test_mic_pins_from_the_board_file(tmp_path):
+    from ugate.boards import load_board
+    assert set(load_board("esp32s3-devkitc-1").mic) >= {"sck", "ws", "sd"} and load_board("virtual").mic is None
+    src = (load_board("virtual").path).read_text()
+    (tmp_path / "bad.toml").write_text(src + '\n[mic]\nsck = 4\nws = "five"\nsd = 6\n')
+    with pytest.raises(UgateError, match=r"\[mic\] needs GPIO numbers"):
+        load_board(tmp_path / "bad.toml")
+    with pytest.raises(UgateError, match="no \\[mic\\] section"):
+        listen.live("virtual", tmp_path, "virtual")
