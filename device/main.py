@@ -145,9 +145,10 @@ def listen(source="audio.pcm", blob="model.blob", kernels="viper", inp=None, out
     """Always-on audio: raw 16 kHz int16 PCM from `source` (a microphone stands in as a file on the
     virtual board; realtime: read at the microphone's pace, counting strides that come late) ->
     the front end (audio.py) one frame a stride -> every `every` strides stage 1 and the gate on the
-    window. A detection is `need` open gates of the last `of` runs: it sends ACTIVATIONS + RESULT
-    numbered by stride (as stream() does), then the gate stays shut for `refractory` strides (the
-    front end keeps running). Ends like stream(): STATS (samples = strides, opens = detections).
+    window. A wake is `need` open gates of the last `of` runs: the gate then stays open for
+    `refractory` more strides, and every run in that time sends ACTIVATIONS + RESULT numbered by
+    stride (as stream() does), so stage 2 sees the word as it completes and confirms it or not.
+    Ends like stream(): STATS (samples = strides, opens = windows sent).
     The per-stride costs go to the file `report` (one line of JSON) for the host to read.
     mic: (sck, ws, sd[, shift]) pins of an I2S microphone (audio.Mic) to listen to instead of `source`,
     until the host says BYE."""
@@ -189,26 +190,30 @@ def listen(source="audio.pcm", blob="model.blob", kernels="viper", inp=None, out
             dt = time.ticks_diff(time.ticks_us(), t0)
             t_fe += dt
             fe_max = max(fe_max, dt)
-            if wait:
+            held = wait > 0   # after a wake the gate stays open: stage 2 sees the word as it completes
+            if held:
                 wait -= 1
-            elif stride % every == 0:
-                logit = m.run(fe.window)
+            if stride % every == 0:
+                logit = m.run(fe.window, held)
                 runs += 1
                 t_s1 += m.times["stage1"]
                 t_gate += m.times["gate"]
-                hist = ((hist << 1) | m.open) & mask
-                n, h = 0, hist
-                while h:
-                    n += h & 1
-                    h >>= 1
-                if n >= need:
+                send = held
+                if not held:
+                    hist = ((hist << 1) | m.open) & mask
+                    n, h = 0, hist
+                    while h:
+                        n += h & 1
+                        h >>= 1
+                    if n >= need:   # a wake
+                        send, hist, wait = True, 0, refractory
+                if send:
                     link.vseq = stride & 0xFFFF
                     u = link.undelivered
                     d.report(logit, True)
                     gone = gone + 1 if link.undelivered > u else 0
                     if gone == GONE:
                         break
-                    hist, wait = 0, refractory
             stride += 1
             link.idle()
         f.close()

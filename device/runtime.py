@@ -75,8 +75,9 @@ class Model:
         b = self._bufs[name]
         return b if isinstance(b, array) else memoryview(b)
 
-    def run(self, inp):
-        """inp: C*H*W int8 bytes (CHW). Returns the gate logit; sets open, logit, act, times."""
+    def run(self, inp, hold=False):
+        """inp: C*H*W int8 bytes (CHW). Returns the gate logit; sets open, logit, act, times.
+        hold: the gate is held open whatever the logit (always-on audio after a wake, main.listen)."""
         if len(inp) != self.in_size:
             raise ValueError("input has %d bytes, the model takes %d" % (len(inp), self.in_size))
         self._in[:] = inp
@@ -87,7 +88,7 @@ class Model:
         for f, x, y, w, b, s, p in self._plan[1]:
             f(x, y, w, b, s, p)
         self.logit = self._logit[0]
-        self.open = self.logit >= self.thr
+        self.open = self.logit >= self.thr or hold
         t2 = time.ticks_us()
         if self.open:
             for f, x, y, w, b, s, p in self._plan[2]:

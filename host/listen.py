@@ -1,6 +1,7 @@
 """`ugate listen`: always-on audio through a board, judged the way wake-word engines are: a long
 recording is replayed as the board's microphone (device/main.py listen(): the integer front end a
-stride, stage 1 and the gate on the sliding window), detections are printed live and matched
+stride, stage 1 and the gate on the sliding window; a wake holds the gate open for a while and
+stage 2 confirms the word on the windows sent), detections are printed live and matched
 against the labelled keyword onsets: misses, false accepts per hour, latency, per-stride cost,
 real-time factor -> listen.json.
 
@@ -117,33 +118,48 @@ def windows(features, frames=F.FRAMES):
 
 
 def detect(open_, every=1, need=1, of=1, refractory=32):
-    """The board's detection rule (device/main.py listen()) on per-stride gate decisions (bool array;
-    only strides the board runs are looked at): stride numbers of the detections."""
-    out, hist, wait, mask = [], 0, 0, (1 << of) - 1
+    """The board's rule (device/main.py listen()) on per-stride gate decisions (bool array): a wake is
+    `need` open gates of the last `of` runs (every `every` strides); the gate then stays open for
+    `refractory` strides and each run in them is sent too. Returns (strides sent, strides of wakes)."""
+    sent, wakes, hist, wait, mask = [], [], 0, 0, (1 << of) - 1
     for t, o in enumerate(open_):
-        if wait:
+        held = wait > 0
+        if held:
             wait -= 1
-        elif t % every == 0:
-            hist = ((hist << 1) | int(o)) & mask
-            if bin(hist).count("1") >= need:
-                out.append(t)
-                hist, wait = 0, refractory
+        if t % every:
+            continue
+        if held:
+            sent.append(t)
+            continue
+        hist = ((hist << 1) | int(o)) & mask
+        if bin(hist).count("1") >= need:
+            sent.append(t)
+            wakes.append(t)
+            hist, wait = 0, refractory
+    return sent, wakes
+
+
+def confirmed(wakes, classes, refractory):
+    """Per wake, the first stride sent in its hold period [wake, wake + refractory] that stage 2 calls
+    positive (classes: stride -> class): the detections of the whole system."""
+    out = []
+    for w in wakes:
+        k = next((t for t in range(w, w + refractory + 1) if classes.get(t, 0) > 0), None)
+        if k is not None:
+            out.append(k)
     return out
 
 
 def reference_stream(raw, fe, pcm, progress=False):
-    """Host reference of a recording: (logits per stride int64, open per stride bool)."""
+    """Host reference of a recording: (gate logits per stride int64, open per stride bool, the
+    compressed activations per stride int8 (strides, ...), what the board sends when it sends)."""
     from ugate import frontend, reference
-    from ugate.shared import blob as B
     p = {k: (bytes(v) if isinstance(v, memoryview) else v) for k, v in fe.items()}
     cols = frontend.compute(frontend.frames(pcm, p).reshape(-1, p["n"]), p)
-    thr = B.parse(raw)["thr"]
-    logits = []
     win = windows(cols)
-    for i in range(0, len(win), 4096):
-        logits.append(reference.run(raw, np.ascontiguousarray(win[i:i + 4096]), progress=False)["logit"])
-    logit = np.concatenate(logits).astype(np.int64).reshape(-1)
-    return logit, logit >= thr
+    rs = [reference.run(raw, np.ascontiguousarray(win[i:i + 4096]), progress=False) for i in range(0, len(win), 4096)]
+    logit = np.concatenate([r["logit"] for r in rs]).astype(np.int64).reshape(-1)
+    return logit, np.concatenate([r["open"] for r in rs]).reshape(-1), np.concatenate([r["act"] for r in rs])
 
 
 # --- scoring --------------------------------------------------------------------------------------
@@ -211,18 +227,21 @@ def run(port, model_dir, wav, labels=None, realtime=False, kernels="viper", ever
     positive = [c for c in (ck.get("class_names") or [])[1:]]
     events = read_labels(labels, set(positive)) if labels else None
     hop_s = fe["hop"] / fe["sr"]
-    logit, open_ = reference_stream(raw, fe, pcm, progress)
-    want = detect(open_, every, need, of, refractory)
+    logit, open_, _ = reference_stream(raw, fe, pcm, progress)
+    want, wakes = detect(open_, every, need, of, refractory)
     stage2 = npu.load_stage2(model_dir / "stage2.npz")
     class_names = ck.get("class_names") or [f"class {k}" for k in range(stage2.n_classes)]
     stage2(np.zeros((1, int(np.prod(stage2.act_shape))), np.int8))   # compile before the board streams
     got = []
 
-    def on_detection(d):
+    wake_set = set(wakes)
+
+    def on_window(d):
         d["time_s"] = round((d["sample"] + 1) * hop_s, 3)
         got.append(d)
-        emit(f"{d['time_s']:9.2f} s  detection: gate logit {d['gate_logit']}, stage 2 says "
-             f"{d.get('label', 'nothing (lost)')}")
+        if d["sample"] in wake_set or d.get("class", 0) > 0:
+            emit(f"{d['time_s']:9.2f} s  {'wake' if d['sample'] in wake_set else '    '} gate logit {d['gate_logit']:>7}, "
+                 f"stage 2: {d.get('label', 'nothing (lost)')}{'  <- detection' if d.get('class', 0) > 0 else ''}")
 
     vb = VirtualBoard() if port == "virtual" else contextlib.nullcontext()
     with vb:
@@ -238,20 +257,23 @@ def run(port, model_dir, wav, labels=None, realtime=False, kernels="viper", ever
             emit(f"ugate listen: {p} ({info['board']}), {seconds:.1f} s of audio, "
                  f"{'at real-time pace' if realtime else 'as fast as the board goes'}")
             t0 = time.perf_counter()
-            stats = npu.listen(link, stage2, class_names, on_detection, give_up=max(30.0, 2 * seconds))
+            stats = npu.listen(link, stage2, class_names, on_window, give_up=max(30.0, 2 * seconds))
             host_s = time.perf_counter() - t0
         with connect(p) as t:
             cost = json.loads(t.fs_readfile("listen.txt").decode())
     strides = len(pcm) // fe["hop"]
     board = [(d["sample"], d["gate_logit"]) for d in got]
     host = [(t, int(logit[t])) for t in want]
+    det = confirmed(wakes, {d["sample"]: d.get("class", 0) for d in got}, refractory)
     n = max(cost["strides"], 1)
     per = {k: cost[f"{k}_us"] / max(cost["runs"] if k != "frontend" else n, 1) for k in ("frontend", "stage1", "gate")}
     out = {"recording": str(wav), "seconds": round(seconds, 3), "strides": strides, "stride_s": hop_s,
            "board_strides": cost["strides"], "dropped_strides": strides - cost["strides"], "late_strides": cost["late"],
            "kernels": cost["kernels"], "rule": {"every": every, "need": need, "of": of, "refractory": refractory},
-           "detections": [{k: d.get(k) for k in ("sample", "time_s", "gate_logit", "label")} for d in got],
-           "device_equals_host": board == host, "host_detections": len(host),
+           "wakes_s": [round((t + 1) * hop_s, 3) for t in wakes],
+           "detections_s": [round((t + 1) * hop_s, 3) for t in det],
+           "sent": [{k: d.get(k) for k in ("sample", "time_s", "gate_logit", "label")} for d in got],
+           "device_equals_host": board == host, "host_sent": len(host),
            "first_difference": next(({"board": b, "host": h} for b, h in zip(board + [None] * len(host), host + [None] * len(board))
                                      if b != h), None),
            "lost": stats["lost"],
@@ -262,8 +284,8 @@ def run(port, model_dir, wav, labels=None, realtime=False, kernels="viper", ever
            "runs": cost["runs"], "board_wall_s": round(cost["wall_us"] / 1e6, 3), "host_wall_s": round(host_s, 3),
            "real_time_factor": round(cost["wall_us"] / 1e6 / seconds, 4)}
     if events is not None:
-        out["gate"] = score([d["time_s"] for d in got], events, seconds)
-        out["confirmed"] = score([d["time_s"] for d in got if d.get("class", 0) > 0], events, seconds)
+        out["gate"] = score(out["wakes_s"], events, seconds)        # the board's wakes alone
+        out["confirmed"] = score(out["detections_s"], events, seconds)   # wakes stage 2 confirmed
     (model_dir / "listen.json").write_text(json.dumps(out, indent=1) + "\n")
     return out
 
@@ -294,16 +316,16 @@ def live(port, model_dir, board, kernels="viper", every=1, need=1, of=1, refract
     pins = (b.mic["sck"], b.mic["ws"], b.mic["sd"], b.mic.get("shift", 16))
     got = []
 
-    def on_detection(d):
+    def on_window(d):
         got.append(d)
-        emit(f"{(d['sample'] + 1) * hop_s:9.2f} s  detection: gate logit {d['gate_logit']}, stage 2 says "
-             f"{d.get('label', 'nothing (lost)')}")
+        if d.get("class", 0) > 0:
+            emit(f"{(d['sample'] + 1) * hop_s:9.2f} s  detection: gate logit {d['gate_logit']}, stage 2: {d['label']}")
 
     args = f", every={every}, need={need}, of={of}, refractory={refractory}, mic={pins!r}"
     with session(port, kernels, blob_hash=meta["hash"], entry="listen", args=args) as (link, info):
         emit(f"ugate listen: {port} ({info['board']}) listening on its microphone {pins[:3]}; Ctrl-C ends")
         try:
-            npu.listen(link, stage2, names, on_detection, give_up=float("inf"))
+            npu.listen(link, stage2, names, on_window, give_up=float("inf"))
         except KeyboardInterrupt:
             pass
     return got
@@ -341,20 +363,22 @@ def main(args):
         if not args.model or not args.board:
             raise UgateError("ugate listen --mic needs --model and --board (its [mic] pins)")
         got = live(args.port, args.model, args.board, args.kernels, args.every, args.need, args.of, args.refractory, say)
-        say(f"ugate listen: {len(got)} detections")
+        say(f"ugate listen: {sum(d.get('class', 0) > 0 for d in got)} windows stage 2 called positive")
         return 0
     if not args.model or not args.wav:
         raise UgateError("ugate listen needs --model and --wav (or --generate SECONDS --wav --labels)")
     out = run(args.port, args.model, args.wav, args.labels, args.realtime, args.kernels, args.every, args.need,
               args.of, args.refractory, emit=say, progress=False)
-    line = (f"ugate listen: {out['seconds']:.0f} s, {len(out['detections'])} detections, board == host reference: "
+    line = (f"ugate listen: {out['seconds']:.0f} s, {len(out['wakes_s'])} wakes, {len(out['detections_s'])} detections, "
+            f"board == host reference: "
             f"{out['device_equals_host']}, dropped strides {out['dropped_strides']}, late {out['late_strides']}, "
             f"per stride {out['per_stride_us']['frontend']:.0f} us front end + {out['per_stride_us']['stage1']:.0f} us "
             f"stage 1 + {out['per_stride_us']['gate']:.0f} us gate (this host), real-time factor {out['real_time_factor']:.3f}")
-    if "gate" in out:
-        g = out["gate"]
-        line += (f"; misses {g['misses']}/{g['keywords']} ({g['miss_rate']:.1%}), false accepts "
-                 f"{g['false_accepts']} ({g['false_accepts_per_hour']:.1f}/h)")
+    for k in ("gate", "confirmed"):
+        if k in out:
+            g = out[k]
+            line += (f"; {k}: misses {g['misses']}/{g['keywords']} ({g['miss_rate']:.1%}), false accepts "
+                     f"{g['false_accepts']} ({g['false_accepts_per_hour']:.1f}/h)")
     say(line)
     say(f"wrote {Path(args.model) / 'listen.json'}")
     return 0 if out["device_equals_host"] and not out["lost"] else 1

@@ -16,10 +16,13 @@ from test_data import needs_tts
 def test_detect_rule():
     o = np.zeros(100, bool)
     o[[10, 11, 12, 20, 50, 52, 53, 90]] = True
-    assert listen.detect(o, refractory=0) == [10, 11, 12, 20, 50, 52, 53, 90]
-    assert listen.detect(o, refractory=5) == [10, 20, 50, 90]          # 11, 12 and 52, 53 shut out
-    assert listen.detect(o, need=2, of=3, refractory=5) == [11, 52]    # 10+11; 50+52 (51 closed)
-    assert listen.detect(o, every=2, refractory=0) == [10, 12, 20, 50, 52, 90]   # odd strides not run
+    assert listen.detect(o, refractory=0) == ([10, 11, 12, 20, 50, 52, 53, 90],) * 2
+    sent, wakes = listen.detect(o, refractory=5)       # a wake holds the gate open 5 more strides
+    assert wakes == [10, 20, 50, 90] and sent == [*range(10, 16), *range(20, 26), *range(50, 56), *range(90, 96)]
+    assert listen.detect(o, need=2, of=3, refractory=5)[1] == [11, 52]    # 10+11; 50+52 (51 closed)
+    assert listen.detect(o, every=2, refractory=0)[1] == [10, 12, 20, 50, 52, 90]   # odd strides not run
+    assert listen.detect(o, every=2, refractory=4)[0] == [10, 12, 14, 20, 22, 24, 50, 52, 54, 90, 92, 94]
+    assert listen.confirmed([10, 20, 50], {12: 1, 13: 1, 21: 0, 56: 1}, 5) == [12]   # 56 is past 50's hold
 
 
 def test_score_known_answer():
@@ -102,11 +105,12 @@ def test_listen_through_the_virtual_board(tone_model, tmp_path, capsys):
     out = json.loads((tone_model / "listen.json").read_text())
     assert out["device_equals_host"] and out["first_difference"] is None and out["lost"] == 0
     assert out["strides"] == out["board_strides"] == 8 * F.SR // F.HOP and out["dropped_strides"] == 0
-    assert out["gate"]["keywords"] == 3 and out["gate"]["misses"] == 0
-    assert len(out["detections"]) == out["gate"]["detected"] + out["gate"]["false_accepts"]
-    assert sum("detection:" in ln for ln in lines) == len(out["detections"])
-    n = out["strides"]   # every stride runs the model but those the refractory period after a detection shuts
-    assert n - 32 * len(out["detections"]) <= out["runs"] <= n and out["per_stride_us"]["frontend"] > 0
+    assert out["gate"]["keywords"] == 3 and out["gate"]["misses"] == 0 and out["confirmed"]["misses"] == 0
+    assert len(out["wakes_s"]) == out["gate"]["detected"] + out["gate"]["false_accepts"]
+    assert len(out["detections_s"]) == out["confirmed"]["detected"] + out["confirmed"]["false_accepts"]
+    assert sum("<- detection" in ln for ln in lines) >= len(out["detections_s"])
+    assert sum(" wake " in ln for ln in lines) == len(out["wakes_s"])
+    assert out["runs"] == out["strides"] and out["per_stride_us"]["frontend"] > 0
 
 
 def test_listen_cli_errors(digits_run, tmp_path, capsys):
