@@ -163,10 +163,11 @@ def export(run_dir, dataset=None, quiet=False):
     threshold = float(ck["threshold"])
     x = dataset.x_train[np.linspace(0, len(dataset.x_train) - 1, min(CALIB, len(dataset.x_train))).astype(int)]
     scales = calibrate(net, x)
-    if dataset.frontend:   # audio: the input is the front end's int8 output; its scale is fixed
+    fe = getattr(dataset, "frontend", None)   # audio: the input is the front end's int8 output, its scale fixed
+    if fe:
         from ugate.shared import frontend
         scales["input"] = frontend.SCALE
-    raw = build(net, scales, threshold, dataset.frontend)
+    raw = build(net, scales, threshold, fe)
     (run / "stage1.blob").write_bytes(raw)
     model = B.parse(raw)
     from ugate import npu, reference
