@@ -111,6 +111,10 @@ def test_listen_through_the_virtual_board(tone_model, tmp_path, capsys):
     assert sum("<- detection" in ln for ln in lines) >= len(out["detections_s"])
     assert sum(" wake " in ln for ln in lines) == len(out["wakes_s"])
     assert out["runs"] == out["strides"] and out["per_stride_us"]["frontend"] > 0
+    tone_recording(tmp_path / "short.wav", tmp_path / "short.csv", seconds=3, onsets=(1.0,))
+    rt = listen.run("virtual", tone_model, tmp_path / "short.wav", realtime=True, every=2)   # at the microphone's pace
+    assert rt["late_strides"] == 0 and rt["dropped_strides"] == 0 and rt["device_equals_host"]
+    assert 0.95 <= rt["real_time_factor"] < 1.5 and rt["runs"] == rt["strides"] // 2 and "gate" not in rt
 
 
 def test_listen_cli_errors(digits_run, tmp_path, capsys):
