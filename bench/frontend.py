@@ -53,7 +53,7 @@ def on_device(pcm, p, kernels):
 
 def test_clips(n):
     """The keyword set's test split (data.load's split, seed 0), up to n clips, as int16 PCM (n, SR),
-    and the cached features they must reproduce."""
+    and the cached log stage they must reproduce."""
     x, c, _ = keywords.load()
     rng = np.random.default_rng(0)
     _, te = data._split(c, 0.2, rng)
@@ -84,8 +84,7 @@ def main():
     print(f"front end: {p['sr']} Hz, frame {p['n']} (FFT {p['n']}), stride {p['hop']} ({1e3 * p['hop'] / p['sr']:.2f} ms), "
           f"{p['n_mels']} mel channels {F.FMIN}-{F.FMAX} Hz, gain {p['gain']}/256 per octave, offset {p['offset'] / 256:g} octaves")
     pcm, cached = test_clips(args.clips)
-    feats = frontend.features(pcm, p)
-    print(f"  regenerated test clips equal the cached training features: {np.array_equal(feats * np.float32(F.SCALE), cached)}")
+    print(f"  regenerated test clips equal the cached training log stage: {np.array_equal(frontend.log_features(pcm, p), cached)}")
     stream = pcm.reshape(-1)   # the clips back to back: every frame of every clip through one stream
     ref = compare(f"keyword test set ({len(pcm)} clips)", stream, p, args.kernels)
     fr = frontend.frames(stream, p).reshape(-1, p["n"])

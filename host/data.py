@@ -2,7 +2,8 @@
 
 `load(name_or_path, positive=...)` gives a `Dataset` with deterministic, stratified train/val/test
 splits, x float32 (N, C, H, W): images scaled to [0, 1], speech as the integer front end's int8
-log-mel features (shared/frontend.py) times its SCALE, so the board computes the very same input. Built in: fashion-mnist, lfw-faces, digits, keywords; or a
+log-mel features (shared/frontend.py) times its SCALE, so the board computes the very same input; their
+int8 mapping (gain, offset) standardizes the train split's log mel power. Built in: fashion-mnist, lfw-faces, digits, keywords; or a
 user's folder (one subfolder per class, images or WAV files) or .npz (x, y, optional class_names).
 Everything is read from local files: nothing is downloaded."""
 import gzip
@@ -96,7 +97,7 @@ def _folder(path):
     if kinds == {True}:
         from ugate import keywords
         audio = np.stack([keywords.fit(_read(keywords.read_wav, f)) for f, _ in files])
-        return keywords.features(audio)[:, None], c, names, None, True
+        return keywords.logs(audio)[:, None], c, names, None, True
     from PIL import Image
     imgs = [_read(lambda f: Image.open(f).convert("L"), f) for f, _ in files]
     sizes, counts = np.unique([im.size for im in imgs], axis=0, return_counts=True)
@@ -213,7 +214,8 @@ def load(name_or_path, positive=None, seed=0, limit=None, cache_dir=None):
     if limit:
         splits = [(x[i], y[i]) for x, y in splits for i in [_limit(y, limit, rng)]]
     fe = None
-    if audio:                                          # features as the board computes them: not rescaled
-        from ugate import keywords
-        fe = keywords.fe()
+    if audio:               # the front end's log stage -> int8 by a mapping fitted on the train split (in the blob)
+        from ugate import frontend, keywords
+        fe = frontend.fit(splits[0][0], keywords.fe())
+        splits = [(frontend.to_int8(x, fe).astype(np.float32) * np.float32(frontend.F.SCALE), y) for x, y in splits]
     return Dataset(name, ["negative"] + pos, *(a for split in splits for a in split), fe)

@@ -128,18 +128,40 @@ def compute(frames_, p, trace=False):
     log = 256 * e + lg[np.clip(i, 0, 31)] + (((lg[np.clip(i + 1, 0, 32)] - lg[np.clip(i, 0, 31)]) * (f & 255) + 128) >> 8)
     log = np.where(mel > 0, log + 512 * shift, 0)
     check_int("log", log, 16)
-    q = np.clip((p["gain"] * (log - p["offset"]) + 128) >> 8, -128, 127).astype(np.int8)
+    q = to_int8(log, p)
     if not trace:
         return q
     return q, {"window": y, "fft": np.stack([re, im], -1), "shift": shift[:, 0], "power": power, "mel": mel,
                "log": log, "feature": q}
 
 
+def to_int8(log, p):
+    """The last stage: log2 mel power (Q8) -> int8 features, by p's gain and offset."""
+    return np.clip((p["gain"] * (np.asarray(log, np.int64) - p["offset"]) + 128) >> 8, -128, 127).astype(np.int8)
+
+
 def features(pcm, p):
     """int16 clips (..., L) -> int8 (..., n_mels, L // hop): the model input layout (mel by frame)."""
+    return to_int8(log_features(pcm, p), p)
+
+
+def log_features(pcm, p):
+    """int16 clips (..., L) -> int16 (..., n_mels, L // hop): the log stage (Q8 log2 mel power) in the
+    model input layout, which does not depend on gain and offset (so a cache of it serves any fit)."""
     fr = frames(pcm, p)
-    q = compute(fr.reshape(-1, p["n"]), p).reshape(fr.shape[:-1] + (p["n_mels"],))
-    return np.swapaxes(q, -1, -2)
+    _, t = compute(fr.reshape(-1, p["n"]), p, trace=True)
+    return np.swapaxes(t["log"].astype(np.int16).reshape(fr.shape[:-1] + (p["n_mels"],)), -1, -2)
+
+
+def fit(log, p):
+    """p with the int8 mapping fitted to a training set's log stage `log`: offset its mean, gain so that
+    the features' spread is 1 / SCALE steps (the model sees x = q * SCALE standardized, as it trained
+    best), both integers the blob carries. The standardization lives in the front end, so the board
+    emits exactly what training saw."""
+    log = np.asarray(log, np.float64)
+    offset = int(np.clip(np.rint(log.mean()), -32768, 32767))
+    gain = int(np.clip(np.rint(256 / F.SCALE / max(log.std(), 1.0)), 1, 32767))    # gain * (log - offset) fits int32
+    return {**p, "offset": offset, "gain": gain}
 
 
 def float_features(frames_, p):

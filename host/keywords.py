@@ -1,4 +1,5 @@
-"""Keyword-spotting data, synthesized offline: espeak-ng voices -> sox -> 1 s clips at 16 kHz -> int8 log-mel (the board's integer front end).
+"""Keyword-spotting data, synthesized offline: espeak-ng voices -> sox -> 1 s clips at 16 kHz -> the board's
+integer front end up to its log stage (Q8 log2 mel power; ugate.data fits the int8 mapping on the train split).
 
 Words are spoken by 8 English accents x 12 voice variants at random speed, pitch and tempo, placed at a
 random onset in the 1 s window, with white/pink/brown noise at a random SNR. Negatives are the other
@@ -44,12 +45,20 @@ def fe():
     return frontend.params()
 
 
-def features(audio):
+def features(audio, p=None):
     """(..., SR) float audio -> (..., N_MELS, SR // HOP) float32 model input: the integer front end
-    (ugate.frontend, shared/frontend.py) on int16 PCM, exactly what the board computes, as q * SCALE.
-    Integers throughout: a set generated from one seed is the same on any machine."""
+    (ugate.frontend, shared/frontend.py; p: its parameters, default fe()) on int16 PCM, exactly what
+    the board computes, as q * SCALE."""
     from ugate import frontend
-    return frontend.features(frontend.to_pcm(audio), fe()).astype(np.float32) * np.float32(F.SCALE)
+    return frontend.features(frontend.to_pcm(audio), p or fe()).astype(np.float32) * np.float32(F.SCALE)
+
+
+def logs(audio):
+    """(..., SR) float audio -> (..., N_MELS, SR // HOP) int16: the front end's log stage, before the
+    int8 mapping a model fits (ugate.frontend.fit). Integers throughout: a set generated from one seed
+    is the same on any machine."""
+    from ugate import frontend
+    return frontend.log_features(frontend.to_pcm(audio), fe())
 
 
 def read_wav(path):
@@ -102,8 +111,8 @@ def speech_files():
 
 
 def _clip(job):
-    """Generate clip number i of the set: (source label, seed, i) -> its features."""
-    return features(clip_audio(job))
+    """Generate clip number i of the set: (source label, seed, i) -> its log stage."""
+    return logs(clip_audio(job))
 
 
 def clip_audio(job):
@@ -127,14 +136,14 @@ def clip_audio(job):
 
 def load(positive=("marvin",), cache_dir=None, clips_per_word=None, seed=GEN_SEED):
     """The keyword set with `positive` words as wake words, generated on first use.
-    Returns x float32 (N, 1, N_MELS, SR // HOP) integer log-mel times F.SCALE, source labels int64 (N,) indexing SOURCES,
+    Returns x int16 (N, 1, N_MELS, SR // HOP) the front end's log stage (Q8 log2 mel power), source labels int64 (N,) indexing SOURCES,
     and SOURCES. `cache_dir` is the folder that holds the keywords-<hash> folders."""
     bad = [w for w in positive if w not in WORDS]
     if bad: raise UgateError(f"unknown keyword {bad[0]!r}; the wake word is one of: {', '.join(WORDS)}")
     n = clips_per_word or CLIPS_PER_WORD
-    params = dict(version=3, words=WORDS, positive=sorted(set(positive)), clips_per_word=n,
+    params = dict(version=4, words=WORDS, positive=sorted(set(positive)), clips_per_word=n,
                   multiples=[POSITIVE_X, SPEECH_X, NOISE_X], seed=seed, voices=VOICES, variants=VARIANTS,
-                  features=["int", F.SR, F.N, F.HOP, F.N_MELS, F.FMIN, F.FMAX, F.GAIN, F.OFFSET])
+                  features=["log", F.SR, F.N, F.HOP, F.N_MELS, F.FMIN, F.FMAX])
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     folder = Path(cache_dir or Path.home() / ".cache" / "ugate") / f"keywords-{key}"
     if not (folder / "features.npz").exists():

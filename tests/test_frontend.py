@@ -29,9 +29,9 @@ def signals():
     return np.concatenate(parts)
 
 
-def device_features(tmp_path, pcm, kernels):
-    """The board's columns for a PCM stream (audio.features on MicroPython)."""
-    (tmp_path / "fe.bin").write_bytes(B.pack_frontend(P, 0))
+def device_features(tmp_path, pcm, kernels, p=P):
+    """The board's columns for a PCM stream (audio.features on MicroPython), front end p."""
+    (tmp_path / "fe.bin").write_bytes(B.pack_frontend(p, 0))
     (tmp_path / "pcm.bin").write_bytes(pcm.astype("<i2").tobytes())
     out = run_micropython(f"""
 import blob, audio
@@ -51,6 +51,20 @@ def test_device_equals_host(tmp_path, kernels):
     bad = np.flatnonzero((dev != ref).any(1))
     assert not len(bad), f"stride {bad[0]}: device {dev[bad[0]]} vs host {ref[bad[0]]}"
     assert ref.min() == -128 and ref.max() > 60     # silence at the floor, loud frames well up
+
+
+def test_fitted_mapping_standardizes_and_the_board_follows(tmp_path):
+    """A model's int8 mapping fitted on its training log stage: the features come out standardized
+    (mean ~0, spread ~1 / SCALE steps), and the board, given the fitted gain and offset, emits them."""
+    pcm = signals()
+    log = H.log_features(pcm, P)
+    q0 = H.to_int8(log, P).astype(float)
+    p = H.fit(log, P)
+    q = H.to_int8(log, p)
+    assert np.array_equal(H.features(pcm, p), q) and abs(q0.mean()) > 8       # the defaults are not centred
+    assert abs(q.mean()) < 4 and 0.8 < q.std() * F.SCALE < 1.25
+    dev = device_features(tmp_path, pcm, "viper", p)
+    assert np.array_equal(dev, q.T)
 
 
 def test_trace_names_no_stage_when_equal(tmp_path):
