@@ -106,6 +106,7 @@ def test_wav_folder(tmp_path):
     check(ds, (1, keywords.N_MELS, keywords.SR // keywords.HOP))
     q = ds.x_train / np.float32(F.SCALE)      # the integer front end's int8 features, as the board computes them
     assert np.array_equal(q, np.rint(q)) and ds.frontend is not None
+    assert abs(q.mean()) < 4 and ds.frontend["offset"] != F.OFFSET       # the fitted mapping centres the train split
     # the tone's energy sits in a higher mel band for the positives
     band = lambda x, y, k: x[y == k].mean(axis=(0, 1, 3)).argmax()
     assert band(ds.x_train, ds.y_train, 1) > band(ds.x_train, ds.y_train, 0)
@@ -198,6 +199,8 @@ def test_keywords_small(tmp_path, monkeypatch):
     assert n == 2 * (len(keywords.WORDS) - 1 + keywords.POSITIVE_X + keywords.SPEECH_X + keywords.NOISE_X)
     q = ds.x_train / np.float32(F.SCALE)                   # the board's int8 features, exactly
     assert np.array_equal(q, np.rint(q)) and q.min() >= -128 and q.max() <= 127 and ds.frontend["n"] == F.N
+    # the int8 mapping the blob carries standardizes the train split (the board emits the same bytes)
+    assert abs(ds.x_train.mean()) < 0.1 and 0.8 < ds.x_train.std() < 1.25
     folder, = (tmp_path / "a").iterdir()                    # one complete folder, no temporary left
     assert folder.name.startswith("keywords-") and (folder / "params.json").exists()
     stamp = (folder / "features.npz").stat().st_mtime_ns
