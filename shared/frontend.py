@@ -30,6 +30,8 @@ Arithmetic (all of it fits int32; the reference asserts every range)
            Then with the block exponent, L += 512 s (power scales by 2^(2s)).
   feature  q = clamp((GAIN * (L - OFFSET) + 128) >> 8, -128, 127): GAIN / 256 int8 steps per
            octave of power (6: half a dB a step), OFFSET = the log2 (Q8) that maps to 0.
+           GAIN and OFFSET are the defaults; a model's blob carries its own, fitted on its train
+           split (ugate.frontend.fit) so that its features come out standardized.
            The model sees x = q * SCALE (SCALE = 1/32, a power of two: q survives the round trip).
 
 Blob section: shared/blob.py (flag FRONTEND) carries these parameters and the tables, which the host
