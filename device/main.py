@@ -42,8 +42,11 @@ class Device:
         """Stage 1 and the gate on x (int8 bytes); ACTIVATIONS if open, then RESULT. stream: a stopped
         sample sends nothing at all, as a deployed board would (the stream's STATS count it), and an
         open one's RESULT waits for its ACK too. gate False: no gate, every sample sent dense."""
+        return self.report(self.model.run(x, gate), stream, gate)
+
+    def report(self, logit, stream=False, gate=True):
+        """infer()'s sending half, for a model already run on its input (listen() runs it itself)."""
         m, link = self.model, self.link
-        logit = m.run(x, gate)
         times = m.times
         t_encode = t_transmit = 0
         self.samples += 1
@@ -97,6 +100,19 @@ def serve(blob="model.blob", kernels="viper", inp=None, out=None):
                 return
 
 
+def _begin(d, link):
+    """Stream mode: wait for the host's HELLO (the host speaks first) and answer INFO (acknowledged);
+    False if the session ended before that."""
+    link.out.write(b"\x00")
+    while True:
+        t = link.read_frame()
+        if t == wire.HELLO and d.problem is None:
+            if link.send_info(VERSION, d.model.hash, d.board, gc.mem_free(), True):
+                return True
+        elif not d.handle(t):
+            return False
+
+
 def stream(source="sensor.bin", blob="model.blob", kernels="viper", inp=None, out=None,
            rate=0, sleep="idle", marker=-1, marks=None, gate=True, phase=-1):
     """rate > 0: one sample a 1/rate s, waiting between them by the sleep policy, phases marked on
@@ -110,14 +126,8 @@ def stream(source="sensor.bin", blob="model.blob", kernels="viper", inp=None, ou
         d.problem = d.problem or "no %s on the board: ugate npu --replay N puts test vectors there" % source
     x = bytearray(d.n_in)
     with d.link as link:
-        link.out.write(b"\x00")
-        while True:   # the host speaks first; the stream starts once it has our INFO (acknowledged)
-            t = link.read_frame()
-            if t == wire.HELLO and d.problem is None:
-                if link.send_info(VERSION, d.model.hash, d.board, gc.mem_free(), True):
-                    break
-            elif not d.handle(t):
-                return
+        if not _begin(d, link):
+            return
         gone = 0   # positives in a row that nobody acknowledged
         duty = None
         if rate:
@@ -146,5 +156,94 @@ def stream(source="sensor.bin", blob="model.blob", kernels="viper", inp=None, ou
             duty.close()
         if not link.bye:
             link.send_stats(d.samples, d.opens, True)   # unsolicited: the end of the input
+        while d.handle(link.read_frame()):
+            pass
+
+
+def listen(source="audio.pcm", blob="model.blob", kernels="viper", inp=None, out=None, every=1, need=1, of=1,
+           refractory=32, realtime=False, report="listen.txt", mic=None):
+    """Always-on audio: raw 16 kHz int16 PCM from `source` (a microphone stands in as a file on the
+    virtual board; realtime: read at the microphone's pace, counting strides that come late) ->
+    the front end (audio.py) one frame a stride -> every `every` strides stage 1 and the gate on the
+    window. A wake is `need` open gates of the last `of` runs: the gate then stays open for
+    `refractory` more strides, and every run in that time sends ACTIVATIONS + RESULT numbered by
+    stride (as stream() does), so stage 2 sees the word as it completes and confirms it or not.
+    Ends like stream(): STATS (samples = strides, opens = windows sent).
+    The per-stride costs go to the file `report` (one line of JSON) for the host to read.
+    mic: (sck, ws, sd[, shift]) pins of an I2S microphone (audio.Mic) to listen to instead of `source`,
+    until the host says BYE."""
+    from array import array
+    from audio import Frontend, Mic
+    d = Device(blob, kernels, inp, out)
+    m, fe, f = d.model, None, None
+    if d.problem is None:
+        if m.frontend is None:
+            d.problem = "%s has no audio front end: export a model trained on keywords or WAV files" % blob
+        else:
+            fe = Frontend(m.frontend, kernels)
+            try:
+                f = Mic(fe, *mic) if mic else open(source, "rb")
+            except OSError:
+                d.problem = "no %s on the board: ugate listen puts the recording there" % source
+            except Exception as e:   # a port without machine.I2S, or pins it refuses
+                d.problem = "microphone on pins %r: %s" % (mic, e)
+    with d.link as link:
+        if not _begin(d, link):
+            return
+        hop = fe.hop
+        x = array("h", bytes(2 * hop))
+        us = 1000000 * hop // m.frontend["sr"]      # one stride of audio, in us
+        mask = (1 << of) - 1
+        hist = wait = late = runs = stride = 0
+        t_fe = t_s1 = t_gate = fe_max = 0
+        t_start = time.ticks_us()
+        gone = 0
+        while not link.bye and f.readinto(x) == 2 * hop:
+            if realtime:   # the microphone has this stride at t_start + (samples + 1) strides
+                due = time.ticks_diff(time.ticks_add(t_start, (stride + 1) * us), time.ticks_us())
+                if due > 0:
+                    time.sleep_us(due)
+                elif -due > us:   # a DMA ring of one stride would have overflowed
+                    late += 1
+            t0 = time.ticks_us()
+            fe.push(x)
+            dt = time.ticks_diff(time.ticks_us(), t0)
+            t_fe += dt
+            fe_max = max(fe_max, dt)
+            held = wait > 0   # after a wake the gate stays open: stage 2 sees the word as it completes
+            if held:
+                wait -= 1
+            if stride % every == 0:
+                logit = m.run(fe.window, True, held)
+                runs += 1
+                t_s1 += m.times["stage1"]
+                t_gate += m.times["gate"]
+                send = held
+                if not held:
+                    hist = ((hist << 1) | m.open) & mask
+                    n, h = 0, hist
+                    while h:
+                        n += h & 1
+                        h >>= 1
+                    if n >= need:   # a wake
+                        send, hist, wait = True, 0, refractory
+                if send:
+                    link.vseq = stride & 0xFFFF
+                    u = link.undelivered
+                    d.report(logit, True)
+                    gone = gone + 1 if link.undelivered > u else 0
+                    if gone == GONE:
+                        break
+            stride += 1
+            link.idle()
+        f.close()
+        d.samples = stride   # STATS: every stride judged (report() counted only the detections)
+        with open(report, "w") as r:
+            r.write('{"strides": %d, "runs": %d, "frontend_us": %d, "stage1_us": %d, "gate_us": %d, '
+                    '"frontend_max_us": %d, "late": %d, "wall_us": %d, "kernels": "%s"}\n'
+                    % (stride, runs, t_fe, t_s1, t_gate, fe_max, late,
+                       time.ticks_diff(time.ticks_us(), t_start), fe.kernels))
+        if not link.bye:
+            link.send_stats(d.samples, d.opens, True)
         while d.handle(link.read_frame()):
             pass

@@ -7,20 +7,21 @@ import time
 import blob
 
 
-def kernel_set(name):
-    """The kernels `name` ("viper" or "portable"): (name used, the KERNELS tuple, its prepare()).
-    kernels.py is imported only for viper, since a port without viper cannot compile it; then the
-    portable set is used, with a message saying so."""
+def kernel_set(name, viper="kernels", portable="kernels_portable"):
+    """The kernels `name` ("viper" or "portable"): (name used, the KERNELS tuple, its prepare() or None).
+    `viper` and `portable` name the modules (the stage-1 kernels by default; audio_kernels and
+    audio_portable for the audio front end). The viper module is imported only for viper, since a
+    port without viper cannot compile it; then the portable set is used, with a message saying so."""
     if name not in ("viper", "portable"):
         raise ValueError("kernels %r: viper or portable" % (name,))
     if name == "viper":
         try:
-            from kernels import KERNELS, prepare
-            return name, KERNELS, prepare
+            mod = __import__(viper)
+            return name, mod.KERNELS, getattr(mod, "prepare", None)
         except (ImportError, SyntaxError, ValueError) as e:   # no native emitter, or an .mpy for another arch
             print("viper kernels unavailable (%s): using the portable ones" % e)
-    from kernels_portable import KERNELS, prepare
-    return "portable", KERNELS, prepare
+    mod = __import__(portable)
+    return "portable", mod.KERNELS, getattr(mod, "prepare", None)
 
 
 class Model:
@@ -33,6 +34,7 @@ class Model:
         m = blob.parse(src)
         self.kernels, fns, prepare = kernel_set(kernels)
         self.hash = m["hash"]
+        self.frontend = m["frontend"]              # the audio front end's parameters and tables, or None
         self.thr = m["thr"]
         self.in_scale, self.act_scale = m["in_scale"], m["act_scale"]
         self.names = [b[0] for b in m["bufs"]]      # buffers in run order, the input first
@@ -74,9 +76,10 @@ class Model:
         b = self._bufs[name]
         return b if isinstance(b, array) else memoryview(b)
 
-    def run(self, inp, gate=True):
+    def run(self, inp, gate=True, hold=False):
         """inp: C*H*W int8 bytes (CHW). Returns the gate logit; sets open, logit, act, times.
-        gate False: the gate is skipped and every sample goes on (the no-gate baseline, logit 0)."""
+        gate False: the gate is skipped and every sample goes on (the no-gate baseline, logit 0).
+        hold: the gate is held open whatever the logit (always-on audio after a wake, main.listen)."""
         if len(inp) != self.in_size:
             raise ValueError("input has %d bytes, the model takes %d" % (len(inp), self.in_size))
         self._in[:] = inp
@@ -90,7 +93,7 @@ class Model:
             for f, x, y, w, b, s, p in self._plan[1]:
                 f(x, y, w, b, s, p)
             self.logit = self._logit[0]
-            self.open = self.logit >= self.thr
+            self.open = self.logit >= self.thr or hold
         else:
             self.logit, self.open = 0, True
         t2 = time.ticks_us()

@@ -18,8 +18,9 @@ FIELDS = {"chip": str, "console": str, "baud": int, "firmware_offset": int, "hea
           "power": dict, "notes": str}
 # optional fields -> (type, default): the duty-cycled stream's sleep policy between samples ("light":
 # machine.lightsleep, for boards whose link survives it; "idle": stay awake), its marker GPIO (high while
-# awake) and phase GPIO (toggled at each phase boundary) for a meter's logic inputs (-1: none)
-OPTIONAL = {"sleep": (str, "idle"), "marker_pin": (int, -1), "phase_pin": (int, -1)}
+# awake) and phase GPIO (toggled at each phase boundary) for a meter's logic inputs (-1: none); [mic]: an
+# I2S microphone's GPIOs sck, ws, sd (+ shift) for ugate listen --mic
+OPTIONAL = {"sleep": (str, "idle"), "marker_pin": (int, -1), "phase_pin": (int, -1), "mic": (dict, None)}
 SLEEPS = ("idle", "light")
 
 
@@ -37,6 +38,7 @@ class Board:
     sleep: str = "idle"
     marker_pin: int = -1
     phase_pin: int = -1
+    mic: dict = None        # {"sck", "ws", "sd", "shift"?} or None
 
 
 def boards_dir():
@@ -73,7 +75,11 @@ def load_board(name_or_path):
     if d.get("sleep", "idle") not in SLEEPS:
         raise UgateError(f"{p}: field 'sleep' must be one of {', '.join(SLEEPS)}, got {d['sleep']!r}")
     if unknown := set(d) - set(FIELDS) - set(OPTIONAL):
-        raise UgateError(f"{p}: unknown field {sorted(unknown)[0]!r}; fields: {', '.join(FIELDS)}")
+        raise UgateError(f"{p}: unknown field {sorted(unknown)[0]!r}; fields: {', '.join([*FIELDS, *OPTIONAL])}")
+    mic = d.get("mic", {"sck": 0, "ws": 0, "sd": 0})
+    if not {"sck", "ws", "sd"} <= set(mic) or any(
+            k not in ("sck", "ws", "sd", "shift") or not isinstance(v, int) or isinstance(v, bool) for k, v in mic.items()):
+        raise UgateError(f"{p}: [mic] needs GPIO numbers sck, ws, sd (and optionally shift), got {mic!r}")
     if d["console"] not in CONSOLES:
         raise UgateError(f"{p}: field 'console' must be one of {', '.join(CONSOLES)}, got {d['console']!r}")
     for k in ("baud", "heap_budget"):

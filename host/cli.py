@@ -24,6 +24,7 @@ COMMANDS = {
     "bringup": ("ugate.bringup", "a new board in one command: flash, REPL, deploy, board info, HIL smoke run"),
     "power":  ("ugate.power",   "energy: estimate from the datasheet and chip model, or measure with a USB meter"),
     "meter":  ("ugate.vmeter",  "virtual USB power meters (um25c, fnb58, ppk2) serving their real protocols"),
+    "listen": ("ugate.listen",  "always-on audio: replay a long recording as a board's microphone, score its detections"),
 }
 
 

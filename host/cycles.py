@@ -405,3 +405,53 @@ def s3_time_us(cycles, mhz=MHZ):
     if isinstance(cycles, list):
         cycles = sum(r["cycles"] for r in cycles)
     return cycles / mhz
+
+
+_COUNT_FRONTEND = """
+import audio, audio_kernels, blob
+from array import array
+b = open("fe.bin", "rb").read()
+fe, _ = blob.parse_frontend(b, 0, len(b))
+f = audio.Frontend(fe, "viper")
+x = array("h", bytes(2 * f.hop))
+n = 0
+with open("pcm.bin", "rb") as src:
+    while src.readinto(x) == 2 * f.hop:
+        f.push(x)
+        n += 1
+print(n, " ".join(str(v) for v in audio_kernels._N))
+"""
+
+
+def frontend_cycles(fe, pcm, kernels=None):
+    """The audio front end's viper kernels (device/audio_kernels.py) on the ESP32-S3, by RULES, over
+    the strides of int16 PCM `pcm` (loop counts depend on the data: block exponent, log2): per kernel
+    {fn, calls, instructions, cycles, cycles_per_stride}, and the number of strides. fe: the front
+    end's parameters and tables (ugate.frontend.params() or a blob's section)."""
+    from ugate.shared import blob as B
+    kernels = Path(kernels or ROOT / "device" / "audio_kernels.py")
+    fns = viper_code(kernels)
+    inst, slots = _instrument(kernels.read_text(), fns)
+    p = {k: (bytes(v) if isinstance(v, memoryview) else v) for k, v in fe.items()}
+    micropython = Path(sys.executable).parent / "micropython"
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in ("device/runtime.py", "device/audio.py", "device/audio_portable.py", "shared/frontend.py", "shared/blob.py"):
+            shutil.copy(ROOT / f, tmp)
+        Path(tmp, "audio_kernels.py").write_text(inst)
+        Path(tmp, "fe.bin").write_bytes(B.pack_frontend(p, 0))
+        Path(tmp, "pcm.bin").write_bytes(pcm.astype("<i2").tobytes())
+        Path(tmp, "main.py").write_text(_COUNT_FRONTEND)
+        r = subprocess.run([str(micropython if micropython.exists() else "micropython"), "main.py"], cwd=tmp,
+                           capture_output=True, text=True)
+    if r.returncode:
+        raise UgateError(f"counting run failed in MicroPython: {(r.stdout + r.stderr).strip().splitlines()[-1:]}")
+    n, *counts = (int(v) for v in r.stdout.split())
+    rows = []
+    for name, fn in fns.items():
+        costs, nl, k = body_costs(fn), len(fn.loops), slots[name]
+        runs = counts[k:k + nl + 1]
+        calls = runs[nl]
+        ins = costs[0][0] * calls + sum(c[0] * m for c, m in zip(costs[1:], runs[:nl]))
+        cyc = costs[0][1] * calls + sum(c[1] * m for c, m in zip(costs[1:], runs[:nl]))
+        rows.append({"fn": name, "calls": calls, "instructions": ins, "cycles": cyc, "cycles_per_stride": cyc / max(n, 1)})
+    return rows, n

@@ -1,8 +1,9 @@
 """Datasets as gate tasks: label 0 = negative, 1..K = the positive classes the user names.
 
 `load(name_or_path, positive=...)` gives a `Dataset` with deterministic, stratified train/val/test
-splits, x float32 (N, C, H, W): images scaled to [0, 1], speech as log-mel features standardized with
-the train split's scalar mean and std. Built in: fashion-mnist, lfw-faces, digits, keywords; or a
+splits, x float32 (N, C, H, W): images scaled to [0, 1], speech as the integer front end's int8
+log-mel features (shared/frontend.py) times its SCALE, so the board computes the very same input; their
+int8 mapping (gain, offset) standardizes the train split's log mel power. Built in: fashion-mnist, lfw-faces, digits, keywords; or a
 user's folder (one subfolder per class, images or WAV files) or .npz (x, y, optional class_names).
 Everything is read from local files: nothing is downloaded."""
 import gzip
@@ -31,6 +32,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     audio: bool = False        # log-mel features (time along the last axis), not pixels: for augmentation
+    frontend: dict = None      # audio: the front end the features come from (the blob carries it)
 
 
 def describe(ds):
@@ -40,7 +42,7 @@ def describe(ds):
             f"classes {', '.join(ds.class_names)}, positive {100 * pos:.1f}%")
 
 
-# each source loader returns (x, source labels, source class names, official test (x, c) or None, standardize)
+# each source loader returns (x, source labels, source class names, official test (x, c) or None, audio)
 
 def _idx(path):
     """An IDX file (the MNIST format): big-endian dims after a 4-byte magic whose last byte is ndim."""
@@ -96,7 +98,7 @@ def _folder(path):
     if kinds == {True}:
         from ugate import keywords
         audio = np.stack([keywords.fit(_read(keywords.read_wav, f)) for f, _ in files])
-        return keywords.logmel(audio)[:, None], c, names, None, True
+        return keywords.logs(audio)[:, None], c, names, None, True
     from PIL import Image
     imgs = [_read(lambda f: Image.open(f).convert("L"), f) for f, _ in files]
     sizes, counts = np.unique([im.size for im in imgs], axis=0, return_counts=True)
@@ -191,9 +193,9 @@ def load(name_or_path, positive=None, seed=0, limit=None, cache_dir=None):
     name, path = str(name_or_path), Path(name_or_path).expanduser()
     if name in DATASETS:
         positive = positive or DEFAULT_POSITIVE[name]
-        x, c, names, test, std = _keywords(positive, cache_dir) if name == "keywords" else LOADERS[name]()
+        x, c, names, test, audio = _keywords(positive, cache_dir) if name == "keywords" else LOADERS[name]()
     elif path.is_dir() or (path.is_file() and path.suffix == ".npz"):
-        x, c, names, test, std = _folder(path) if path.is_dir() else _npz(path)
+        x, c, names, test, audio = _folder(path) if path.is_dir() else _npz(path)
         name = path.stem
         if not positive: raise UgateError(f"name the positive class(es) of {path}; classes: {', '.join(names)}")
     else:
@@ -212,7 +214,9 @@ def load(name_or_path, positive=None, seed=0, limit=None, cache_dir=None):
     splits = [(x[tr], lut[c[tr]]), (x[va], lut[c[va]]), (test[0], lut[test[1]])]
     if limit:
         splits = [(x[i], y[i]) for x, y in splits for i in [_limit(y, limit, rng)]]
-    if std:                                            # one scalar scale for the int8 input
-        m, s = float(splits[0][0].mean(dtype=np.float64)), float(splits[0][0].std(dtype=np.float64)) + 1e-6
-        splits = [(((x - m) / s).astype(np.float32), y) for x, y in splits]
-    return Dataset(name, ["negative"] + pos, *(a for split in splits for a in split), audio=std)
+    fe = None
+    if audio:               # the front end's log stage -> int8 by a mapping fitted on the train split (in the blob)
+        from ugate import frontend, keywords
+        fe = frontend.fit(splits[0][0], keywords.fe())
+        splits = [(frontend.to_int8(x, fe).astype(np.float32) * np.float32(frontend.F.SCALE), y) for x, y in splits]
+    return Dataset(name, ["negative"] + pos, *(a for split in splits for a in split), audio=bool(audio), frontend=fe)

@@ -82,8 +82,9 @@ def calibrate(net, x):
     return s
 
 
-def build(net, scales, threshold):
-    """The blob (bytes) of stage 1 + the GC layer at these activation scales."""
+def build(net, scales, threshold, fe=None):
+    """The blob (bytes) of stage 1 + the GC layer at these activation scales; fe: the audio front end
+    the input comes from (ugate.frontend.params()), carried in the blob."""
     gc = net.gc
     bufs, ops = [("input", *net.cfg.in_shape, B.I8)], []
 
@@ -127,7 +128,7 @@ def build(net, scales, threshold):
     t = np.clip(np.rint(np.maximum(gc.threshold.detach().double().numpy(), 0) / s_act), 0, 127).astype(np.int8)
     add(B.COMPRESS, s1, "act", bufs[s1][1:4], B.PH_COMPRESS, w=t.tobytes())
     thr = min(max(math.ceil(threshold / s_logit), -2 ** 31), 2 ** 31 - 1)
-    return B.pack(bufs, ops, scales["input"], s_act, s_logit, thr)
+    return B.pack(bufs, ops, scales["input"], s_act, s_logit, thr, fe)
 
 
 @torch.no_grad()
@@ -162,7 +163,11 @@ def export(run_dir, dataset=None, quiet=False):
     threshold = float(ck["threshold"])
     x = dataset.x_train[np.linspace(0, len(dataset.x_train) - 1, min(CALIB, len(dataset.x_train))).astype(int)]
     scales = calibrate(net, x)
-    raw = build(net, scales, threshold)
+    fe = getattr(dataset, "frontend", None)   # audio: the input is the front end's int8 output, its scale fixed
+    if fe:
+        from ugate.shared import frontend
+        scales["input"] = frontend.SCALE
+    raw = build(net, scales, threshold, fe)
     (run / "stage1.blob").write_bytes(raw)
     model = B.parse(raw)
     from ugate import npu, reference

@@ -23,6 +23,56 @@ def layer_difference(port, kernels, exp, i):
     return first_difference(expected, got) or "every layer agrees when re-run alone: the link or the device loop differs"
 
 
+def frontend_check(port, fe, pcm, kernels, put=None):
+    """The board's audio front end (device/audio.py) on int16 PCM `pcm` against the host reference,
+    every stride's int8 column bit for bit; on a mismatch the board traces that stride stage by stage
+    and the first differing stage is named (window sample, FFT bin, power bin, mel channel, log).
+    put(name, data): how to place a file on the board (default: over the raw REPL)."""
+    from ugate import frontend
+    from ugate.board import connect
+    p = {k: (bytes(v) if isinstance(v, memoryview) else v) for k, v in fe.items()}
+    ref = frontend.compute(frontend.frames(pcm, p).reshape(-1, p["n"]), p)
+    load = "import audio, blob\n_fe = blob.parse(open('model.blob', 'rb').read())['frontend']\n"
+    with connect(port) as t:
+        (put or t.fs_writefile)("fe.pcm", pcm.astype("<i2").tobytes())
+        t0 = time.perf_counter()
+        _exec(t, load + f"audio.features('fe.pcm', 'fe.out', _fe, {kernels!r})")
+        seconds = time.perf_counter() - t0
+        dev = np.frombuffer(t.fs_readfile("fe.out"), np.int8).reshape(-1, p["n_mels"])
+        bad = np.flatnonzero((dev != ref[:len(dev)]).any(1)) if len(dev) == len(ref) else np.array([min(len(dev), len(ref))])
+        rep = {"kernels": kernels, "strides": len(ref), "board_strides": len(dev), "mismatched_strides": len(bad),
+               "seconds": seconds}
+        if len(bad):
+            k = int(bad[0])
+            _exec(t, load + f"audio.trace('fe.pcm', 'fe.trace', _fe, {k}, {kernels!r})")
+            rep["first_difference"] = frontend.first_difference(frontend.read_trace(t.fs_readfile("fe.trace"), p), pcm, k, p) \
+                or f"stride {k}: every stage agrees when traced alone: the streaming ring differs"
+        t.fs_rmfile("fe.pcm")
+    return rep
+
+
+def _exec(t, code, timeout=3600):
+    """Run code on the board with a long timeout (the portable front end takes minutes on long audio)."""
+    _, err = t.exec_raw(code, timeout=timeout)
+    if err:
+        raise UgateError(f"the board failed: {err.decode(errors='replace').strip().splitlines()[-1]}")
+
+
+def test_signal(seconds=10, seed=0):
+    """int16 PCM that exercises the front end's ranges: noise at many levels, tones, a chirp, full-scale
+    clipping, DC and silence, in one-second pieces."""
+    from ugate import frontend
+    from ugate.shared.frontend import SR
+    rng = np.random.default_rng(seed)
+    t = np.arange(SR) / SR
+    pieces = [lambda: frontend.to_pcm(10 ** rng.uniform(-4, 0) * rng.standard_normal(SR)),
+              lambda: frontend.to_pcm(rng.uniform(0.01, 1) * np.sin(2 * np.pi * rng.uniform(50, 7900) * t)),
+              lambda: frontend.to_pcm(0.9 * np.sin(2 * np.pi * (100 + 3900 * t) * t)),
+              lambda: np.clip(rng.standard_normal(SR) * 40000, -32768, 32767).astype(np.int16),
+              lambda: np.full(SR, rng.integers(-32768, 32768), np.int16), lambda: np.zeros(SR, np.int16)]
+    return np.concatenate([pieces[i % len(pieces)]() for i in range(int(seconds))])
+
+
 def check_board(board, reported, port):
     """The board definition must fit what the board says it is (os.uname().machine)."""
     want = board.chip.replace("-", "").lower()
@@ -107,10 +157,12 @@ def hil(model_dir, port="virtual", kernels=("viper",), limit=None, deploy_first=
         if deploy_first:
             deploy(p, exp.dir, progress=progress)
         runs = [check(p, exp, k, progress, board, indices, budget, log) for k in kernels]
+        fe = exp.meta.get("frontend")   # audio models: the board's front end too, bit for bit
+        fronts = [frontend_check(p, fe, test_signal(), k) for k in kernels] if fe else []
         with connect(p) as t:
             total = t.eval("__import__('gc').mem_free() + __import__('gc').mem_alloc()")
-    return {"passed": all(r["mismatches"] == 0 for r in runs), "runs": runs, "heap_total": total,
-            "model": str(exp.dir), "port": port}
+    return {"passed": all(r["mismatches"] == 0 for r in runs) and all(r["mismatched_strides"] == 0 for r in fronts),
+            "runs": runs, "frontend": fronts, "heap_total": total, "model": str(exp.dir), "port": port}
 
 
 def summary(rep):
@@ -125,6 +177,9 @@ def summary(rep):
             lines.append(f"    {pl['port']}: {pl['samples']} samples in {pl['seconds']:.1f} s")
         if "first_difference" in r:
             lines.append(f"    first mismatch: {r['first_difference']}")
+    for r in rep.get("frontend", []):
+        lines.append(f"  front end {r['kernels']:<9} {r['strides']} strides, {r['mismatched_strides']} mismatched"
+                     + (f"; {r['first_difference']}" if "first_difference" in r else ""))
     return "\n".join(lines)
 
 

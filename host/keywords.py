@@ -1,10 +1,11 @@
-"""Keyword-spotting data, synthesized offline: espeak-ng voices -> sox -> 1 s clips at 16 kHz -> log-mel.
+"""Keyword-spotting data, synthesized offline: espeak-ng voices -> sox -> 1 s clips at 16 kHz -> the board's
+integer front end up to its log stage (Q8 log2 mel power; ugate.data fits the int8 mapping on the train split).
 
 Words are spoken by 8 English accents x 12 voice variants at random speed, pitch and tempo, placed at a
 random onset in the 1 s window, with white/pink/brown noise at a random SNR. Negatives are the other
 words (some sound close to the wake word), 1 s crops of real speech (Asterisk's prompts) and noise.
 A set is generated once into a cache folder named by a hash of every generation parameter; later
-loads read its features in a second. `logmel` is the model input for every audio dataset."""
+loads read its features in a second. `features` is the model input for every audio dataset."""
 import functools
 import glob
 import hashlib
@@ -16,11 +17,12 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ugate import UgateError
+from ugate.shared import frontend as F
 
-SR = 16000
+SR = F.SR
+N_MELS, HOP = F.N_MELS, F.HOP
 # "marvin" first: the default wake word; then words that sound close to it, then ordinary ones
 WORDS = ("marvin", "martin", "marvel", "marble", "margin", "carving", "garden", "darling", "harvest",
          "seven", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "house", "happy",
@@ -35,33 +37,28 @@ CLIPS_PER_WORD = 250
 POSITIVE_X, SPEECH_X, NOISE_X = 6, 6, 2
 GEN_SEED = 0          # generation seed: fixed, so every split seed reuses one cache
 
-# log-mel: 32 ms Hann windows every 31.25 ms -> 32 frames a second; 32 mel bands up to 4 kHz
-# (the Asterisk speech is 8 kHz telephone audio: higher bands would tell it apart from the wake word)
-N_FFT, HOP, N_MELS, FMIN, FMAX = 512, 500, 32, 60.0, 4000.0
+
+@functools.cache
+def fe():
+    """The front end every audio dataset uses: shared/frontend.py's defaults with their tables."""
+    from ugate import frontend
+    return frontend.params()
 
 
-def mel_filterbank(n_mels=N_MELS, n_fft=N_FFT, sr=SR, fmin=FMIN, fmax=FMAX):
-    """Triangular filters, equally spaced on the HTK mel scale: (n_mels, n_fft // 2 + 1)."""
-    mel, hz = lambda f: 2595 * np.log10(1 + f / 700), lambda m: 700 * (10 ** (m / 2595) - 1)
-    edges = hz(np.linspace(mel(fmin), mel(fmax), n_mels + 2))
-    f = np.arange(n_fft // 2 + 1) * sr / n_fft
-    lo, c, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    return np.maximum(0, np.minimum((f - lo) / (c - lo), (hi - f) / (hi - c)))
+def features(audio, p=None):
+    """(..., SR) float audio -> (..., N_MELS, SR // HOP) float32 model input: the integer front end
+    (ugate.frontend, shared/frontend.py; p: its parameters, default fe()) on int16 PCM, exactly what
+    the board computes, as q * SCALE."""
+    from ugate import frontend
+    return frontend.features(frontend.to_pcm(audio), p or fe()).astype(np.float32) * np.float32(F.SCALE)
 
 
-_FB, _WINDOW = mel_filterbank(), np.hanning(N_FFT)
-
-
-def logmel(audio):
-    """(..., SR) float audio -> (..., N_MELS, SR // HOP) natural-log mel power (not standardized).
-    Computed in float64, returned as float32: BLAS picks its matmul kernel by CPU (and OPENBLAS_CORETYPE),
-    which changed float32 features in the last bit; float64 differences vanish in the final rounding,
-    so a set generated from one seed is the same on any machine."""
-    pad = (N_FFT - HOP) // 2     # centre the frames so 1 s gives exactly SR // HOP of them
-    a = np.pad(np.asarray(audio, np.float64), [(0, 0)] * (np.ndim(audio) - 1) + [(pad, N_FFT - HOP - pad)])
-    frames = sliding_window_view(a, N_FFT, axis=-1)[..., ::HOP, :] * _WINDOW
-    power = np.abs(np.fft.rfft(frames)) ** 2
-    return np.log(power @ _FB.T + 1e-6).swapaxes(-1, -2).astype(np.float32)
+def logs(audio):
+    """(..., SR) float audio -> (..., N_MELS, SR // HOP) int16: the front end's log stage, before the
+    int8 mapping a model fits (ugate.frontend.fit). Integers throughout: a set generated from one seed
+    is the same on any machine."""
+    from ugate import frontend
+    return frontend.log_features(frontend.to_pcm(audio), fe())
 
 
 def read_wav(path):
@@ -114,12 +111,17 @@ def speech_files():
 
 
 def _clip(job):
-    """Generate clip number i of the set: (source label, seed, i) -> log-mel features.
+    """Generate clip number i of the set: (source label, seed, i) -> its log stage."""
+    return logs(clip_audio(job))
+
+
+def clip_audio(job):
+    """The audio of clip number i of the set: (source label, seed, i) -> float (SR,) in [-1, 1].
     Each clip draws from its own generator, so the set is the same however the work is scheduled."""
     label, seed, i = job
     rng = np.random.default_rng([seed, i])
     if SOURCES[label] == "noise":
-        return logmel(_noise(rng) * np.exp(rng.uniform(np.log(1e-3), np.log(0.3))))
+        return _noise(rng) * np.exp(rng.uniform(np.log(1e-3), np.log(0.3)))
     if SOURCES[label] == "speech":
         a = read_wav(speech_files()[rng.integers(len(speech_files()))])
         a = a[rng.integers(max(1, len(a) - SR + 1)):][:SR]
@@ -129,19 +131,19 @@ def _clip(job):
     x[at:at + len(a)] = a * rng.uniform(0.1, 0.9) / (np.abs(a).max() + 1e-9)
     rms = np.sqrt(np.mean(x[at:at + len(a)] ** 2))
     x += _noise(rng) * rms * 10 ** (-rng.uniform(5, 40) / 20)    # SNR 5..40 dB
-    return logmel(np.clip(x, -1, 1))
+    return np.clip(x, -1, 1)
 
 
 def load(positive=("marvin",), cache_dir=None, clips_per_word=None, seed=GEN_SEED):
     """The keyword set with `positive` words as wake words, generated on first use.
-    Returns x float32 (N, 1, N_MELS, SR // HOP) log-mel, source labels int64 (N,) indexing SOURCES,
+    Returns x int16 (N, 1, N_MELS, SR // HOP) the front end's log stage (Q8 log2 mel power), source labels int64 (N,) indexing SOURCES,
     and SOURCES. `cache_dir` is the folder that holds the keywords-<hash> folders."""
     bad = [w for w in positive if w not in WORDS]
     if bad: raise UgateError(f"unknown keyword {bad[0]!r}; the wake word is one of: {', '.join(WORDS)}")
     n = clips_per_word or CLIPS_PER_WORD
-    params = dict(version=2, words=WORDS, positive=sorted(set(positive)), clips_per_word=n,
+    params = dict(version=4, words=WORDS, positive=sorted(set(positive)), clips_per_word=n,
                   multiples=[POSITIVE_X, SPEECH_X, NOISE_X], seed=seed, voices=VOICES, variants=VARIANTS,
-                  features=[SR, N_FFT, HOP, N_MELS, FMIN, FMAX])
+                  features=["log", F.SR, F.N, F.HOP, F.N_MELS, F.FMIN, F.FMAX])
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     folder = Path(cache_dir or Path.home() / ".cache" / "ugate") / f"keywords-{key}"
     if not (folder / "features.npz").exists():

@@ -14,8 +14,9 @@ from ugate.shared import wire
 def session(port, kernels="viper", timeout=2.0, blob_hash=None, entry="serve", options=None):
     """Yield (link, info) for the board on `port` (a path, or "virtual" for a virtual board for the
     block). blob_hash (8 bytes): the model the host expects; a board running another one is an error.
-    entry: "serve" (the host sends each input) or "stream" (the board reads its own, device/main.py);
-    options: more keyword arguments for it (stream's rate, sleep, marker, marks, gate)."""
+    entry: "serve" (the host sends each input), "stream" (the board reads its own, device/main.py) or
+    "listen" (always-on audio); options: more keyword arguments for it (stream's rate, sleep, marker,
+    marks, gate; listen's refractory, ...)."""
     if kernels not in ("viper", "portable"):
         raise UgateError(f"unknown kernels {kernels!r}: viper or portable")
     with connect(port) as t, _signals_end_sessions():

@@ -3,7 +3,8 @@ This docstring is the normative definition; ugate.reference is its executable fo
 
 Layout (all little-endian; offsets count from the blob's first byte)
   header   _HDR  "<4sHHI8sfffiBBH", 40 bytes:
-           magic b"UGB1", version (2), 0, size (bytes, trailer included), model hash (first 8
+           magic b"UGB1", version (3), flags (FRONTEND: an audio front-end section follows the
+           op table, shared/frontend.py), size (bytes, trailer included), model hash (first 8
            bytes of sha256 of the blob with this field zeroed and without the trailer),
            in_scale, act_scale, logit_scale (float32), thr (int32), n_bufs, n_ops, 0
   buffers  n_bufs x _BUF "<8sHHHH", 16 bytes: name (NUL-padded ASCII), c, h, w, kind
@@ -13,6 +14,12 @@ Layout (all little-endian; offsets count from the blob's first byte)
            (STAGE1, GATE, PH_COMPRESS), relu, stride, k, j, m, w, b, s (offsets; 0 when unused).
            Each op reads one earlier-written buffer, so the gate branch and the compression
            both read stage 1's output.
+  front end (flag FRONTEND) _FE "<HHHHHHHhHHIIII", 36 bytes: the integer log-mel front end the
+           model's input comes from (its rules: shared/frontend.py): sr, n, hop, pad, n_mels, k_lo,
+           k_hi, offset (int16), gain, 0, then the offsets of its tables: window int16[n], twiddles
+           int16[n] (cos k for k < n/2, then sin k), band uint8[n/2 + 1], weight int16[n/2 + 1]
+           (int16 tables 2-aligned). Made by the host (ugate.frontend.params); the device only
+           reads them.
   data     int8 weights, int32 biases (4-aligned), uint8 shifts, at the ops' offsets
   trailer  CRC32 (binascii.crc32, uint32) of every byte before it
 
@@ -45,13 +52,15 @@ Fixed point: every value below fits int32 for any int8 input, so 32-bit kernels 
 import struct
 import binascii
 
+
 try:
     from micropython import const
 except ImportError:
     const = lambda x: x
 
 MAGIC = b"UGB1"
-VERSION = const(2)
+VERSION = const(3)   # 3: the audio front-end section
+FRONTEND = const(1)   # header flag
 _HDR = "<4sHHI8sfffiBBH"
 _BUF = "<8sHHHH"
 _OP = "<BBBBBBBBIIII"
@@ -97,6 +106,44 @@ def _extents(op, src, dst, stride):
     return (sc, 0, 0), (sc, sh, sw, I8)   # COMPRESS
 
 
+_FE = "<HHHHHHHhHHIIII"
+_FE_SIZE = const(36)
+
+
+def pack_frontend(p, at):
+    """The section bytes for parameters p (a dict: sr, n, hop, pad, n_mels, k_lo, k_hi, offset, gain,
+    window, twiddle, band, weight; tables as bytes) when the section starts at blob offset `at`.
+    Returns (section record, table bytes placed right after it)."""
+    data = bytearray()
+    offs = []
+    for key in ("window", "twiddle", "band", "weight"):
+        data.extend(b"\0" * ((at + _FE_SIZE + len(data)) & 1))    # int16 tables 2-aligned
+        offs.append(at + _FE_SIZE + len(data))
+        data.extend(p[key])
+    rec = struct.pack(_FE, p["sr"], p["n"], p["hop"], p["pad"], p["n_mels"], p["k_lo"], p["k_hi"],
+                      p["offset"], p["gain"], 0, *offs)
+    return rec + bytes(data)
+
+
+def parse_frontend(buf, at, end):
+    """The section at `at` of blob `buf` (tables as memoryview slices, nothing copied); ValueError
+    names what is wrong. Returns (dict, offset after the record)."""
+    sr, n, hop, pad, n_mels, k_lo, k_hi, offset, gain, _, w, t, b, m = struct.unpack_from(_FE, buf, at)
+    if n < 16 or n & (n - 1) or not 0 < hop <= n or pad > n or not 0 < n_mels < 250 \
+            or not 0 <= k_lo <= k_hi <= n // 2 + 1:
+        raise ValueError("blob front end: bad parameters n=%d hop=%d pad=%d n_mels=%d bins %d..%d"
+                         % (n, hop, pad, n_mels, k_lo, k_hi))
+    bv = memoryview(buf)
+    p = {"sr": sr, "n": n, "hop": hop, "pad": pad, "n_mels": n_mels, "k_lo": k_lo, "k_hi": k_hi,
+         "offset": offset, "gain": gain}
+    for key, off, ln in (("window", w, 2 * n), ("twiddle", t, 2 * n), ("band", b, n // 2 + 1),
+                         ("weight", m, n + 2)):
+        if off < at + _FE_SIZE or off + ln > end or (ln != n // 2 + 1 and off & 1):
+            raise ValueError("blob front end: %s table [%d, %d) outside the blob" % (key, off, off + ln))
+        p[key] = bv[off:off + ln]
+    return p, at + _FE_SIZE
+
+
 def parse(buf):
     """Check and parse a blob (bytes-like). Returns a dict: version, hash (bytes), size, in_scale,
     act_scale, logit_scale, thr, bufs [(name, c, h, w, kind)], ops [(op, src, dst, phase, relu,
@@ -105,7 +152,7 @@ def parse(buf):
     n = len(buf)
     if n < _HDR_SIZE + 4:
         raise ValueError("blob truncated: %d bytes, a header needs %d" % (n, _HDR_SIZE + 4))
-    magic, ver, _, size, h, s_in, s_act, s_logit, thr, nb, no, _ = struct.unpack_from(_HDR, buf, 0)
+    magic, ver, flags, size, h, s_in, s_act, s_logit, thr, nb, no, _ = struct.unpack_from(_HDR, buf, 0)
     if magic != MAGIC:
         raise ValueError("not a ugate blob: magic %r, expected %r" % (magic, MAGIC))
     if ver != VERSION:
@@ -141,15 +188,21 @@ def parse(buf):
         if ops and phase < ops[-1][3]:
             raise ValueError("blob op %d (%s): phase %d after phase %d" % (i, OPS[op], phase, ops[-1][3]))
         ops.append((op, src, dst, phase, relu, stride, k, j, m, w, b, s))
-    return {"version": ver, "hash": h, "size": n, "in_scale": s_in, "act_scale": s_act,
+    fe = None
+    if flags & FRONTEND:
+        fe, at = parse_frontend(buf, at, n - 4)
+    return {"frontend": fe, "version": ver, "hash": h, "size": n, "in_scale": s_in, "act_scale": s_act,
             "logit_scale": s_logit, "thr": thr, "bufs": bufs, "ops": ops}
 
 
-def pack(bufs, ops, in_scale, act_scale, logit_scale, thr):
+def pack(bufs, ops, in_scale, act_scale, logit_scale, thr, fe=None):
     """Build a blob (host side). bufs: [(name, c, h, w, kind)]; ops: [(op, src, dst, phase, relu,
-    stride, k, j, m, w_bytes, b_bytes, s_bytes)] with the data as bytes (b'' when unused)."""
+    stride, k, j, m, w_bytes, b_bytes, s_bytes)] with the data as bytes (b'' when unused); fe: the
+    audio front end's parameters and tables (shared/frontend.py), or None."""
     import hashlib
-    data_at = _HDR_SIZE + _BUF_SIZE * len(bufs) + _OP_SIZE * len(ops)
+    sec_at = _HDR_SIZE + _BUF_SIZE * len(bufs) + _OP_SIZE * len(ops)
+    sec = pack_frontend(fe, sec_at) if fe else b""
+    data_at = sec_at + len(sec)
     data, recs = bytearray(), bytearray()
     for op, src, dst, phase, relu, stride, k, j, m, *arrays in ops:
         offs = []
@@ -161,9 +214,9 @@ def pack(bufs, ops, in_scale, act_scale, logit_scale, thr):
         recs.extend(struct.pack(_OP, op, src, dst, phase, relu, stride, k, j, m, *offs))
     table = b"".join(struct.pack(_BUF, name.encode(), c, h, w, kind) for name, c, h, w, kind in bufs)
     size = data_at + len(data) + 4
-    hdr = lambda h: struct.pack(_HDR, MAGIC, VERSION, 0, size, h, in_scale, act_scale, logit_scale, thr,
+    hdr = lambda h: struct.pack(_HDR, MAGIC, VERSION, FRONTEND if fe else 0, size, h, in_scale, act_scale, logit_scale, thr,
                                 len(bufs), len(ops), 0)
-    body = table + bytes(recs) + bytes(data)
+    body = table + bytes(recs) + sec + bytes(data)
     h = hashlib.sha256(hdr(bytes(8)) + body).digest()[:8]
     out = hdr(h) + body
     return out + struct.pack("<I", binascii.crc32(out) & 0xffffffff)

@@ -41,7 +41,7 @@ def test_round_trip():
     raw = blob()
     m = B.parse(raw)
     assert (m["version"], m["size"], m["thr"], m["in_scale"], m["act_scale"], m["logit_scale"]) == \
-        (2, len(raw), -3, 0.5, 0.25, 0.125)
+        (B.VERSION, len(raw), -3, 0.5, 0.25, 0.125)
     assert m["bufs"] == BUFS and len(m["hash"]) == 8
     for rec, op in zip(m["ops"], OPS):
         assert rec[:9] == op[:9]
