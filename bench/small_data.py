@@ -131,7 +131,7 @@ def main(argv=None):
     p.add_argument("--out", default="runs/small-data", help="parent of the run folders")
     p.add_argument("--epochs", type=int, help="epochs per phase (default: the trainer's)")
     args = p.parse_args(argv)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(1)    # several runs side by side on a shared machine: 2-thread teams wait on each other
     cols = ("promised_recall", "test_recall", "negatives_stopped", "positive_zeros", "baseline_accuracy", "gated_accuracy")
     print(f"{'folder':<8}{'seed':>5}{'cal.pos':>8}" + "".join(f"{c[:16]:>18}" for c in cols) + "  warned  targets missed")
     for name in args.folders:
