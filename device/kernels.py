@@ -265,6 +265,8 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                 n -= 1
             y = ptr8(int(y) + 2 * m4)
     rb = pw * m4
+    sst = 4 * st
+    rb2 = 2 * rb
     wstep = st * 3 * m4
     for oy in range(ho):
         r = img + oy * st * rb                      # 2. the three input rows of this output row,
@@ -273,9 +275,12 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
         while cin == 1:                             # np consecutive words in (kx, ky, pair) order.
             x = ptr8(r)                             # One input channel: two taps a word, word 2c =
             for ix in range(pw):                    # rows 0 and 1 of column c, 2c + 1 = row 2's columns
-                ptr32(y)[0] = ptr32(x)[0] | ptr32(x)[pw] << 16          # c and c + 1; a window is
-                ptr32(y)[1] = ptr32(x)[2 * pw] | ptr32(x)[2 * pw + 1] << 16     # words 0 1 2 4 5
-                sp[ix] = ptr32(x)[0] + ptr32(x)[pw] + ptr32(x)[2 * pw]
+                t0 = ptr32(x)[0]                    # c and c + 1; a window is words 0 1 2 4 5
+                t1 = ptr32(int(x) + rb)[0]
+                t2 = ptr32(int(x) + rb2)[0]
+                ptr32(y)[0] = t0 | t1 << 16
+                ptr32(y)[1] = t2 | ptr32(int(x) + rb2)[1] << 16
+                sp[ix] = t0 + t1 + t2
                 x = ptr8(int(x) + 4)
                 y = ptr8(int(y) + 8)
             nx = 0                                  # (a loop, not an if: the cycle model counts loops)
@@ -302,9 +307,15 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                     n -= 4
             sp[ix] = cs
             r += m4
-        for ox in range(wo):                        # 128 * sum of each window: three columns (in
-            t = sp[ox * st] + sp[ox * st + 1] + sp[ox * st + 2]    # place: reads run ahead of writes;
-            sp[ox] = ((t & 0xffff) + (t >> 16)) << 7               # prepare() keeps 127 * np below 2^16)
+        x = ptr8(sp)                                # 128 * sum of each window: three columns (in
+        y = ptr8(sp)                                # place: reads run ahead of writes;
+        n = wo                                      # prepare() keeps 127 * np below 2^16)
+        while n:
+            t = ptr32(x)[0] + ptr32(x)[1] + ptr32(x)[2]
+            ptr32(y)[0] = ((t & 0xffff) + (t >> 16)) << 7
+            x = ptr8(int(x) + sst)
+            y = ptr8(int(y) + 4)
+            n -= 1
         back = 4 * np - wstep                       # from a window's end to the next one's start
         if cin == 1:
             back = -8 * st
