@@ -256,7 +256,9 @@ def _path(insns, lo, hi, skip):
     """The instructions one pass over [lo, hi] executes, an inner loop in `skip` counting as nothing
     (it is counted on its own). Viper's code for a condition is `movi 1; bCC over; movi 0; bnez`:
     we take the bCC (the `movi 0` is skipped: +-1 instruction); a conditional branch of an `if` is
-    not taken and a `j` is followed, so an if/else costs its condition-false path. Returns
+    not taken and a `j` is followed, so an if/else costs its condition-false path. An inner loop
+    entered at its test (viper puts a loop's test after its body) adds that test once, failing: the
+    exit the passes do not count. Returns
     (instructions, taken branches)."""
     at = {x.addr: k for k, x in enumerate(insns)}
     out, taken, k = [], 0, at[lo]
@@ -264,6 +266,11 @@ def _path(insns, lo, hi, skip):
         x = insns[k]
         inner = next((s for s in skip if s[0] <= x.addr <= s[1]), None)
         if inner:                                   # continue after the inner loop's back branch
+            if x.addr != inner[0]:                  # entered at its test (viper: `j test`): the failing
+                j = k                               # test, once, straight to the untaken back branch
+                while insns[j].addr <= inner[1]:
+                    out.append(insns[j])
+                    j += 1
             k = at[inner[1]] + 1
             continue
         out.append(x)

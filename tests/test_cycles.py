@@ -31,6 +31,9 @@ def test_hand_counted_loop(tmp_path):
     assert len(f.loops) == 1
     outside, loop = cycles.body_costs(f)
     assert loop == (28, 38)
+    # outside the loop: 38 straight-line instructions (entry, argument conversion, return) and the
+    # loop's test once more, failing on exit: l32i l32i s32i s32i mov.n mov.n movi.n blt movi.n bnez
+    assert outside[0] == 38 + 10
     assert [i.op for i in f.insns if f.loops[0][0] <= i.addr <= f.loops[0][1]].count("l8ui") == 1
 
 
