@@ -41,6 +41,8 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     #   sum(w x) = sum(v x) - 128 sum(x); the lane biases hold bias + round. Each output row's three
     #   input rows are interleaved so a window is np consecutive words, and four output channels'
     #   weight words are interleaved so one loop feeds four sums.
+    #   One input channel (images: x in 0..127): two *taps* a word instead, word 2c = rows 0 and 1 of
+    #   column c, 2c + 1 = row 2's columns c and c + 1, so a window is 5 words (0 1 2 4 5), np = 5.
     # Viper keeps only its first two locals in registers, so x and y are the pointers each hot loop
     # walks (cast to ptr32 where a loop reads words: a cast costs no instruction).
     cin = p[0]
@@ -419,13 +421,17 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                     n -= 9
                 while n:                            # one input channel: five words at 0 1 2 4 5 (x stays)
                     acc0 += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[4]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[12]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[16]) >> 16) & 0xffff))
+                        (((ptr32(x)[2] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[12]) >> 16) & 0xffff) +
+                        (((ptr32(x)[5] * ptr32(y)[16]) >> 16) & 0xffff))
                     acc1 += ((((ptr32(x)[0] * ptr32(y)[1]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[5]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[9]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[13]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[17]) >> 16) & 0xffff))
+                        (((ptr32(x)[2] * ptr32(y)[9]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[13]) >> 16) & 0xffff) +
+                        (((ptr32(x)[5] * ptr32(y)[17]) >> 16) & 0xffff))
                     acc2 += ((((ptr32(x)[0] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[6]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[10]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[14]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[18]) >> 16) & 0xffff))
+                        (((ptr32(x)[2] * ptr32(y)[10]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[14]) >> 16) & 0xffff) +
+                        (((ptr32(x)[5] * ptr32(y)[18]) >> 16) & 0xffff))
                     acc3 += ((((ptr32(x)[0] * ptr32(y)[3]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[7]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[11]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[15]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[19]) >> 16) & 0xffff))
+                        (((ptr32(x)[2] * ptr32(y)[11]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[15]) >> 16) & 0xffff) +
+                        (((ptr32(x)[5] * ptr32(y)[19]) >> 16) & 0xffff))
                     n = 0
                 x = ptr8(int(x) - back)
                 acc0 >>= sh0                         # arithmetic shift
