@@ -63,6 +63,19 @@ def random_blob(cfg, seed=0):
     return export.build(net, export.calibrate(net, x.numpy()), threshold)
 
 
+def test_samples(run_dir, n=8):
+    """The first n test samples of a run folder's dataset, quantized as the chip gets them (int8), or
+    None when the run has no model.pt to say which data."""
+    pt = Path(run_dir) / "model.pt"
+    if not pt.is_file():
+        return None
+    from ugate import data
+    ck = torch.load(pt, map_location="cpu", weights_only=False)
+    x = data.load(**ck["data"]).x_test[:n]
+    _, model = reference.load(Path(run_dir) / "stage1.blob")
+    return export.quantize_input(x, model["in_scale"])
+
+
 def baseline_files(rev, dst):
     """kernels.py and runtime.py of git revision `rev` into dst (renamed *_base), or None."""
     out = {}
@@ -88,7 +101,8 @@ def main():
         random_blob(NetConfig(in_shape=(1, 28, 28), n_classes=2, channels=[8, 16, 32], split=2))
     _, model = reference.load(raw)
     c, h, w = model["bufs"][0][1:4]
-    x = np.random.default_rng(0).integers(-128, 128, (8, c, h, w)).astype(np.int8)
+    real = test_samples(args.model) if args.model else None
+    x = real if real is not None else np.random.default_rng(0).integers(-128, 128, (8, c, h, w)).astype(np.int8)
     with tempfile.TemporaryDirectory() as tmp:
         for f in ("device/kernels.py", "device/kernels_portable.py", "device/runtime.py", "shared/blob.py"):
             shutil.copy(ROOT / f, tmp)
@@ -110,9 +124,11 @@ def main():
             sys.exit(f"micropython failed:\n{p.stdout}{p.stderr}")
         est = {}
         if args.chip:
-            est["viper"] = cycles.stage1_cycles(raw)
+            est["viper"] = cycles.stage1_cycles(raw, inputs=real)
             if base:
-                est["base"] = cycles.stage1_cycles(raw, base / "kernels.py")
+                est["base"] = cycles.stage1_cycles(raw, base / "kernels.py", inputs=real)
+            if real is not None:                    # the signed pseudo-random input the model counted before
+                signed = cycles.stage1_cycles(raw)
     meas = {}
     for line in p.stdout.strip().split("\n"):
         name, n, used, heap, *t = line.split()
@@ -135,9 +151,11 @@ def main():
     if "base" in tot:
         print(f"viper {tot['base'] / tot['viper']:.2f}x faster than the baseline's viper ({args.baseline}) on the virtual board")
     print(f"viper {tot['portable'] / tot['viper']:.1f}x faster than portable on the virtual board")
+    src = f"the model's first {len(x)} test samples" if real is not None else "a pseudo-random signed input"
+    print(f"input: {src}, min {int(x.min())}, max {int(x.max())}")
     for key, rows in est.items():
         lbl = "today's viper" if key == "viper" else f"baseline viper ({args.baseline})"
-        print(f"\nESP32-S3 estimate, {lbl} (cycle model from the xtensawin code, {cycles.MHZ} MHz):")
+        print(f"\nESP32-S3 estimate, {lbl} (cycle model from the xtensawin code, {cycles.MHZ} MHz, counted on {src}):")
         print(f"  {'layer':8} {'op':9} {'MACs':>8} {'instr':>10} {'instr/MAC':>10} {'cyc/MAC':>8} {'est µs':>9} {'meas µs':>9}")
         mk = "runtime:viper" if key == "viper" else "runtime_base:viper"
         for j, r in enumerate(rows):
@@ -148,7 +166,13 @@ def main():
         for r in rows:
             inner = max(r["loops"][::-1], key=lambda l: l[2])                 # the most-run loop, the deepest of ties
             print(f"    {r['name']:8} {r['fn']:11} call {r['per_call'][0]}/{r['per_call'][1]}, "
-                  f"inner {inner[0]}/{inner[1]} x {inner[2]}")
+                  f"inner {inner[0]}/{inner[1]} x {inner[2]:g}" + (f", conv path: {r['path']}" if r.get("path") else ""))
+        if key == "viper" and real is not None:
+            print("  the same kernels counted on a pseudo-random signed input (every conv's first layer signed):")
+            for r, q in zip(rows, signed):
+                if r["op"] == "conv":
+                    print(f"    {r['name']:8} {q['cycles_per_mac']:.2f} cyc/MAC ({q['path']} path) vs {r['cycles_per_mac']:.2f} "
+                          f"on real data ({r['path']} path)")
         sel = [r for r in rows if r["phase"] < 2]
         m_, i_, c_ = sum(r["macs"] for r in sel), sum(r["instructions"] for r in sel), sum(r["cycles"] for r in sel)
         print(f"  {'s1+gate':8} {'':9} {m_:8d} {i_:10d} {i_ / m_:10.1f} {c_ / m_:8.1f} {cycles.s3_time_us(c_):9.0f} "

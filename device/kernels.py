@@ -41,6 +41,8 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     #   sum(w x) = sum(v x) - 128 sum(x); the lane biases hold bias + round. Each output row's three
     #   input rows are interleaved so a window is np consecutive words, and four output channels'
     #   weight words are interleaved so one loop feeds four sums.
+    #   One input channel (images: x in 0..127): two *taps* a word instead, word 2c = rows 0 and 1 of
+    #   column c, 2c + 1 = row 2's columns c and c + 1, so a window is 5 words (0 1 2 4 5), np = 5.
     # Viper keeps only its first two locals in registers, so x and y are the pointers each hot loop
     # walks (cast to ptr32 where a loop reads words: a cast costs no instruction).
     cin = p[0]
@@ -252,7 +254,7 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     lb = ptr16(int(w) + p[12])
     row = int(w) + p[13]
     img = int(w) + p[10]
-    m4 = 4 * (np // 9)                              # bytes a pixel: a word per two input channels
+    m4 = 4 * ((cin + 1) >> 1)                       # bytes a pixel: a word per two input channels
     x = src                                         # the input as 16-bit lanes, channel pairs side by
     for ci in range(cin):                           # side: word (pixel, m) = x[2m] + x[2m + 1] << 16
         y = ptr8(img + (pw + 1) * m4 + (ci >> 1) * 4 + (ci & 1) * 2)
@@ -265,11 +267,27 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                 n -= 1
             y = ptr8(int(y) + 2 * m4)
     rb = pw * m4
+    sst = 4 * st
+    rb2 = 2 * rb
     wstep = st * 3 * m4
     for oy in range(ho):
         r = img + oy * st * rb                      # 2. the three input rows of this output row,
         y = ptr8(row)                               # interleaved: (column, row, pair), so a window is
-        for ix in range(pw):                        # np consecutive words in (kx, ky, pair) order
+        nx = pw
+        while cin == 1:                             # np consecutive words in (kx, ky, pair) order.
+            x = ptr8(r)                             # One input channel: two taps a word, word 2c =
+            for ix in range(pw):                    # rows 0 and 1 of column c, 2c + 1 = row 2's columns
+                t0 = ptr32(x)[0]                    # c and c + 1; a window is words 0 1 2 4 5
+                t1 = ptr32(int(x) + rb)[0]
+                t2 = ptr32(int(x) + rb2)[0]
+                ptr32(y)[0] = t0 | t1 << 16
+                ptr32(y)[1] = t2 | ptr32(int(x) + rb2)[1] << 16
+                sp[ix] = t0 + t1 + t2
+                x = ptr8(int(x) + 4)
+                y = ptr8(int(y) + 8)
+            nx = 0                                  # (a loop, not an if: the cycle model counts loops)
+            break
+        for ix in range(nx):
             cs = 0                                  # (and each column's sum, both lanes)
             for ky in range(3):
                 x = ptr8(r + ky * rb)
@@ -291,10 +309,18 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                     n -= 4
             sp[ix] = cs
             r += m4
-        for ox in range(wo):                        # 128 * sum of each window: three columns (in
-            t = sp[ox * st] + sp[ox * st + 1] + sp[ox * st + 2]    # place: reads run ahead of writes;
-            sp[ox] = ((t & 0xffff) + (t >> 16)) << 7               # prepare() keeps 127 * np below 2^16)
+        x = ptr8(sp)                                # 128 * sum of each window: three columns (in
+        y = ptr8(sp)                                # place: reads run ahead of writes;
+        n = wo                                      # prepare() keeps 127 * np below 2^16)
+        while n:
+            t = ptr32(x)[0] + ptr32(x)[1] + ptr32(x)[2]
+            ptr32(y)[0] = ((t & 0xffff) + (t >> 16)) << 7
+            x = ptr8(int(x) + sst)
+            y = ptr8(int(y) + 4)
+            n -= 1
         back = 4 * np - wstep                       # from a window's end to the next one's start
+        if cin == 1:
+            back = -8 * st
         scratch = int(w) + p[15]                    # where a padding output channel goes
         o = q
         wc = wt
@@ -369,7 +395,7 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                     x = ptr8(int(x) + 72)
                     y = ptr8(int(y) + 288)
                     n -= 18
-                while n:                            # nine words (np is 9 x the pairs)
+                while n > 8:                        # nine words (np is 9 x the pairs)
                     acc0 += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[4]) >> 16) & 0xffff) +
                         (((ptr32(x)[2] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[12]) >> 16) & 0xffff) +
                         (((ptr32(x)[4] * ptr32(y)[16]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[20]) >> 16) & 0xffff) +
@@ -393,6 +419,20 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                     x = ptr8(int(x) + 36)
                     y = ptr8(int(y) + 144)
                     n -= 9
+                while n:                            # one input channel: five words at 0 1 2 4 5 (x stays)
+                    acc0 += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[4]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[12]) >> 16) & 0xffff) +
+                        (((ptr32(x)[5] * ptr32(y)[16]) >> 16) & 0xffff))
+                    acc1 += ((((ptr32(x)[0] * ptr32(y)[1]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[5]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[9]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[13]) >> 16) & 0xffff) +
+                        (((ptr32(x)[5] * ptr32(y)[17]) >> 16) & 0xffff))
+                    acc2 += ((((ptr32(x)[0] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[6]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[10]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[14]) >> 16) & 0xffff) +
+                        (((ptr32(x)[5] * ptr32(y)[18]) >> 16) & 0xffff))
+                    acc3 += ((((ptr32(x)[0] * ptr32(y)[3]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[7]) >> 16) & 0xffff) +
+                        (((ptr32(x)[2] * ptr32(y)[11]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[15]) >> 16) & 0xffff) +
+                        (((ptr32(x)[5] * ptr32(y)[19]) >> 16) & 0xffff))
+                    n = 0
                 x = ptr8(int(x) - back)
                 acc0 >>= sh0                         # arithmetic shift
                 if uint(acc0 - lo) > uint(hi):      # outside [lo, 127]: one compare in the common case
@@ -596,6 +636,8 @@ def prepare(op, w, b, s, p):
     k = 9 * cin
     pairs = (cin + 1) // 2                          # input channels two a 32-bit word (16-bit lanes)
     np = 9 * pairs                                  # words a window
+    if cin == 1:                                    # two taps a word (conv_v): 5 words, a 10th tap of 0
+        np = 5
     if 127 * np >= 65536:                           # a window's lane sums would not fit 16 bits:
         np = pairs = 0                              # conv_v takes its one-MAC-a-multiply path
     plane = (h + 2) * (wd + 2)
@@ -619,7 +661,11 @@ def prepare(op, w, b, s, p):
             ci, ky, kx = i // 9, i // 3 % 3, i % 3
             if np:                                  # word (kx, ky, pair): V = v[odd ci] + v[even ci] << 16,
                 j = (kx * 3 + ky) * pairs + (ci >> 1)   # four output channels' words interleaved
-                lay[at_pk + 4 * ((co >> 2) * 4 * np + 4 * j + (co & 3)) + (0 if ci & 1 else 2)] = v
+                hi = not ci & 1                     # (the lane of x[2m]: V's high half)
+                if cin == 1:                        # words: rows 0/1 of kx 0, row 2's kx 0/1, rows 0/1
+                    j = (kx + 1 if kx else 0) if ky < 2 else 1 + 3 * (kx >> 1)    # of kx 1, of kx 2, row 2's kx 2
+                    hi = ky == 0 or ky == 2 and kx != 1
+                lay[at_pk + 4 * ((co >> 2) * 4 * np + 4 * j + (co & 3)) + (2 if hi else 0)] = v
             sw += v - 128
         r = _bias(b, co) + ((1 << s[co]) >> 1)
         c[co] = r - 128 * sw

@@ -23,6 +23,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ugate import UgateError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,7 +256,9 @@ def _path(insns, lo, hi, skip):
     """The instructions one pass over [lo, hi] executes, an inner loop in `skip` counting as nothing
     (it is counted on its own). Viper's code for a condition is `movi 1; bCC over; movi 0; bnez`:
     we take the bCC (the `movi 0` is skipped: +-1 instruction); a conditional branch of an `if` is
-    not taken and a `j` is followed, so an if/else costs its condition-false path. Returns
+    not taken and a `j` is followed, so an if/else costs its condition-false path. An inner loop
+    entered at its test (viper puts a loop's test after its body) adds that test once, failing: the
+    exit the passes do not count. Returns
     (instructions, taken branches)."""
     at = {x.addr: k for k, x in enumerate(insns)}
     out, taken, k = [], 0, at[lo]
@@ -262,6 +266,11 @@ def _path(insns, lo, hi, skip):
         x = insns[k]
         inner = next((s for s in skip if s[0] <= x.addr <= s[1]), None)
         if inner:                                   # continue after the inner loop's back branch
+            if x.addr != inner[0]:                  # entered at its test (viper: `j test`): the failing
+                j = k                               # test, once, straight to the untaken back branch
+                while insns[j].addr <= inner[1]:
+                    out.append(insns[j])
+                    j += 1
             k = at[inner[1]] + 1
             continue
         out.append(x)
@@ -336,27 +345,43 @@ from array import array
 import kernels
 from runtime import Model
 m = Model("stage1.blob", "viper")
-r = 12345                                   # a fixed pseudo-random int8 input: the conv path and the
-for i in range(m.in_size):                  # loop counts depend on the data (a zero input is not a sample)
-    r = (r * 1103515245 + 12345) & 0x3fffffff
-    m._in[i] = r >> 22
+try:
+    data = open("inputs.bin", "rb").read()      # real quantized samples: each conv takes the path the
+except OSError:                             # chip takes for this model's data
+    data = None
+n_smp = len(data) // m.in_size if data else 1
 names = [(getattr(kernels, n), n) for n in dir(kernels)]
-for ph in m._plan:
-    for f, x, y, w, b, s, p in ph:
+plan = [c for ph in m._plan for c in ph]
+tot = [[0] * len(kernels._N) for _ in plan]
+for t in range(n_smp):
+    if data:
+        m._in[:] = memoryview(data)[t * m.in_size:(t + 1) * m.in_size]
+    else:
+        r = 12345                           # a fixed pseudo-random signed int8 input: the conv path
+        for i in range(m.in_size):          # and the loop counts depend on the data
+            r = (r * 1103515245 + 12345) & 0x3fffffff
+            m._in[i] = r >> 22
+    for j in range(len(plan)):
+        f, x, y, w, b, s, p = plan[j]
         for i in range(len(kernels._N)):
             kernels._N[i] = 0
         f(x, y, w, b, s, p)
-        print([n for g, n in names if g is f][0], " ".join(str(v) for v in kernels._N))
+        for i in range(len(kernels._N)):
+            tot[j][i] += kernels._N[i]
+for j in range(len(plan)):
+    print([n for g, n in names if g is plan[j][0]][0], n_smp, " ".join(str(v) for v in tot[j]))
 """
 
 
-def stage1_cycles(blob_or_dir, kernels=None):
+def stage1_cycles(blob_or_dir, kernels=None, inputs=None):
     """Per op of the blob (stage 1, gate, compress, in run order): {name, op, phase, fn, macs, calls,
     instructions, cycles, instructions_per_mac, cycles_per_mac, loops, per_call} on the ESP32-S3, by
     RULES; loops: per loop of the kernel, outer first, (instructions a pass, cycles a pass, passes);
     per_call: (instructions, cycles) outside every loop, once a call.
     blob_or_dir: a run folder (its stage1.blob), a blob path, or blob bytes. kernels: the viper
-    kernels file (default device/kernels.py)."""
+    kernels file (default device/kernels.py). inputs: int8 samples (N, C, H, W) of the model's data
+    (quantized like the chip's input); the figures are then the average over them, each conv counted
+    on the path that data takes. Default: one fixed pseudo-random signed sample."""
     from ugate import reference
     from ugate.shared import blob as B
     p = Path(blob_or_dir) if isinstance(blob_or_dir, (str, Path)) else None
@@ -373,13 +398,16 @@ def stage1_cycles(blob_or_dir, kernels=None):
                 shutil.copy(f, tmp)
         Path(tmp, "kernels.py").write_text(inst)
         Path(tmp, "stage1.blob").write_bytes(raw)
+        if inputs is not None:
+            Path(tmp, "inputs.bin").write_bytes(np.asarray(inputs, np.int8).tobytes())
         Path(tmp, "main.py").write_text(_COUNT_MAIN)
         r = subprocess.run([str(micropython if micropython.exists() else "micropython"), "main.py"], cwd=tmp,
                            capture_output=True, text=True)
     if r.returncode:
         raise UgateError(f"counting run failed in MicroPython: {(r.stdout + r.stderr).strip().splitlines()[-1:]}")
     rows, bufs = [], model["bufs"]
-    for (name, *counts), op in zip((ln.split() for ln in r.stdout.strip().splitlines()), model["ops"]):
+    lane = {n: [{"mull", "and"} <= {i.op for i in f.insns if a <= i.addr <= b} for a, b in f.loops] for n, f in fns.items()}
+    for (name, n_smp, *counts), op in zip((ln.split() for ln in r.stdout.strip().splitlines()), model["ops"]):
         fn = fns[name]
         k = slots[name]
         costs = body_costs(fn)
@@ -387,15 +415,19 @@ def stage1_cycles(blob_or_dir, kernels=None):
         runs = [int(c) for c in counts[k:k + nl + 1]]   # loop bodies in source order, then calls
         if len(runs) != nl + 1:
             raise UgateError(f"{name}: {nl} loops in the machine code, counts for {len(runs) - 1}")
+        calls, n_smp = runs[nl], int(n_smp)        # per sample: averages over the samples
+        ins = round((costs[0][0] * calls + sum(c[0] * n for c, n in zip(costs[1:], runs[:nl]))) / n_smp)
+        cyc = round((costs[0][1] * calls + sum(c[1] * n for c, n in zip(costs[1:], runs[:nl]))) / n_smp)
+        runs = [n / n_smp for n in runs]
         calls = runs[nl]
-        ins = costs[0][0] * calls + sum(c[0] * n for c, n in zip(costs[1:], runs[:nl]))
-        cyc = costs[0][1] * calls + sum(c[1] * n for c, n in zip(costs[1:], runs[:nl]))
         kind, src_i, dst_i, phase = op[:4]
         (_, c, h, w, _), (_, co, ho, wo, _) = bufs[src_i], bufs[dst_i]
         macs = {B.CONV: co * ho * wo * c * 9, B.DENSE: co * c * h * w, B.LOGIT: c * h * w}.get(kind, 0)
         rows.append({"name": bufs[dst_i][0], "op": B.OPS[kind], "phase": phase, "fn": name, "macs": macs,
                      "calls": calls, "instructions": ins, "cycles": cyc,
                      "loops": [(c[0], c[1], n) for c, n in zip(costs[1:], runs[:nl])], "per_call": costs[0],
+                     "path": ("lane" if any(n for n, ln in zip(runs, lane[name]) if ln) else "signed")
+                     if kind == B.CONV else None,
                      "instructions_per_mac": ins / macs if macs else None, "cycles_per_mac": cyc / macs if macs else None})
     return rows
 
