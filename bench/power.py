@@ -64,8 +64,8 @@ if a.estimate:
     board = load_board(a.board)
     print(f"\n== 3. estimate on {board.name} (sleep {board.sleep}): gated vs no gate, J a day (MCU + NPU)")
     for run in a.estimate:
-        chip = power.chip_model(run, board)
         stats = power.model_stats(run)
+        chip = power.chip_model(run, board, inputs=stats["xq"][:power.COUNT_SAMPLES])
         for rate in (1.0, 10.0):
             e = power.estimate(run, board, rate, stats=stats, chip=chip)
             c = e["configs"]

@@ -198,7 +198,7 @@ def measure(model_dir, port="virtual", meter="ppk2", rate=1.0, seconds=None, sce
     log = (lambda m: print(m, flush=True)) if progress else (lambda m: None)
 
     exp = Experiment(model_dir, progress=False)
-    chip = power.chip_model(model_dir, board, cycles_per_mac)
+    chip = power.chip_model(model_dir, board, cycles_per_mac, inputs=exp.xq[:power.COUNT_SAMPLES])
     with contextlib.ExitStack() as stack:
         if virtual:
             from ugate.board import VirtualBoard

@@ -24,6 +24,7 @@ from ugate import UgateError
 VOLTS = 3.3
 MHZ = 240
 DAY = 86400
+COUNT_SAMPLES = 8   # test samples the cycle model counts on: each conv on the path the chip takes for this data
 
 # name -> (value, unit, source); overridable on the command line where a flag says so
 ASSUMPTIONS = {
@@ -96,8 +97,9 @@ def stage2_macs(cfg, act_shape):
     return macs + c * h * w * cfg["hidden"] + cfg["hidden"] * cfg["n_classes"]
 
 
-def chip_model(model_dir, board, cycles_per_mac=None, mhz=None, encode_cpe=None):
-    """The ChipModel of an exported run folder on `board` (a ugate.boards.Board)."""
+def chip_model(model_dir, board, cycles_per_mac=None, mhz=None, encode_cpe=None, inputs=None):
+    """The ChipModel of an exported run folder on `board` (a ugate.boards.Board). inputs: a few int8
+    test samples, so the cycle model counts each conv on the path the chip takes for this data."""
     from ugate import cycles, reference
     from ugate.npu import read_stage2
     model_dir = Path(model_dir)
@@ -110,7 +112,7 @@ def chip_model(model_dir, board, cycles_per_mac=None, mhz=None, encode_cpe=None)
     rows = None
     if cycles_per_mac is None:
         try:
-            rows = cycles.stage1_cycles(model_dir)
+            rows = cycles.stage1_cycles(model_dir, inputs=inputs)
             src["phases"] = ASSUMPTIONS["cycles"][2]
         except (UgateError, OSError) as e:
             cycles_per_mac = assumption("fallback_cycles_per_mac")
@@ -244,8 +246,8 @@ def configurations(chip, board, stats, rate, positive_rate=None, threshold=None,
 def estimate(model_dir, board, rate=1.0, positive_rate=None, cycles_per_mac=None, npu_uj_override=None, stats=None,
              chip=None):
     """The estimate as a dict (also the source of the figures `power measure` is checked against)."""
-    chip = chip or chip_model(model_dir, board, cycles_per_mac)
     stats = stats or model_stats(model_dir)
+    chip = chip or chip_model(model_dir, board, cycles_per_mac, inputs=stats["xq"][:COUNT_SAMPLES])
     sparse_b = sample_bytes(stats["sparse_bytes"])
     per_inf = {"negative_stopped": inference_uj(chip.phases(False), board),
                "positive_sent": inference_uj(chip.phases(True, nbytes=sparse_b), board),
@@ -348,8 +350,8 @@ def main(args):
     if args.cell_mah:
         ASSUMPTIONS["cell_mah"] = (args.cell_mah, "mAh", "given (--cell-mah)")
     board = load_board(args.board)
-    chip = chip_model(args.model, board, args.cycles_per_mac)
     stats = model_stats(args.model)
+    chip = chip_model(args.model, board, args.cycles_per_mac, inputs=stats["xq"][:COUNT_SAMPLES])
     e = estimate(args.model, board, args.rate, args.positive_rate, npu_uj_override=args.npu_uj, stats=stats, chip=chip)
     out = Path(args.model) / "power"
     out.mkdir(exist_ok=True)

@@ -44,7 +44,11 @@ def row(run_dir, ds, board, quiet=True):
     ex = export(run_dir, dataset=ds, quiet=quiet)
     m = json.loads((Path(run_dir) / "metrics.json").read_text())
     raw = (Path(run_dir) / "stage1.blob").read_bytes()
-    est = [r for r in cycles.stage1_cycles(raw) if r["phase"] < 2]     # stage 1 + gate
+    from ugate import reference
+    from ugate.export import quantize_input
+    from ugate.power import COUNT_SAMPLES
+    sample = quantize_input(ds.x_test[:COUNT_SAMPLES], reference.load(raw)[1]["in_scale"])
+    est = [r for r in cycles.stage1_cycles(raw, inputs=sample) if r["phase"] < 2]     # stage 1 + gate, on the chip's path for this data
     us = cycles.s3_time_us(sum(r["cycles"] for r in est))
     q = ex["int8"]
     return {"run": str(run_dir), "split": m["split"], "gate": m["gate"], "baseline_accuracy": m["baseline_accuracy"],
