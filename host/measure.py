@@ -260,7 +260,8 @@ def _scenario(name, exp, port, board, rate, seconds, rec, marks_file, kernels):
             "gate": name != "no_gate"}
     with session(port, kernels, blob_hash=exp.meta["hash"], entry="stream", options=opts) as (link, info):
         rec.begin(name)
-        stats = listen(link, stage2, exp.class_names, lambda d: None, quiet=2.0 + 1 / rate, give_up=30.0 + 2 / rate)
+        # a stream of stopped negatives is silent until its STATS at the end: give up only after its length
+        stats = listen(link, stage2, exp.class_names, lambda d: None, quiet=2.0 + 1 / rate, give_up=30.0 + n / rate)
         rec.end()
     return {"samples": stats["samples"], "opens": stats["gate_open"], "lost": stats["lost"],
             "activation_bytes": stats["activation_bytes"], "inputs": idx}
