@@ -195,7 +195,17 @@ def listen(source="audio.pcm", blob="model.blob", kernels="viper", inp=None, out
         us = 1000000 * hop // m.frontend["sr"]      # one stride of audio, in us
         mask = (1 << of) - 1
         hist = wait = late = runs = stride = 0
-        t_fe = t_s1 = t_gate = fe_max = 0
+        fe_max = 0
+        # front end, stage 1, gate: (µs under a second, whole seconds), so hours of listening never
+        # grow a long int (an allocation a stride)
+        tot = array("i", bytes(24))
+
+        def add(k, us):
+            us += tot[k]
+            if us >= 1000000:
+                tot[k + 1] += us // 1000000
+                us %= 1000000
+            tot[k] = us
         t_start = time.ticks_us()
         gone = 0
         while not link.bye and f.readinto(x) == 2 * hop:
@@ -208,7 +218,7 @@ def listen(source="audio.pcm", blob="model.blob", kernels="viper", inp=None, out
             t0 = time.ticks_us()
             fe.push(x)
             dt = time.ticks_diff(time.ticks_us(), t0)
-            t_fe += dt
+            add(0, dt)
             fe_max = max(fe_max, dt)
             held = wait > 0   # after a wake the gate stays open: stage 2 sees the word as it completes
             if held:
@@ -216,8 +226,8 @@ def listen(source="audio.pcm", blob="model.blob", kernels="viper", inp=None, out
             if stride % every == 0:
                 logit = m.run(fe.window, True, held)
                 runs += 1
-                t_s1 += m.times["stage1"]
-                t_gate += m.times["gate"]
+                add(2, m.times["stage1"])
+                add(4, m.times["gate"])
                 send = held
                 if not held:
                     hist = ((hist << 1) | m.open) & mask
@@ -241,7 +251,8 @@ def listen(source="audio.pcm", blob="model.blob", kernels="viper", inp=None, out
         with open(report, "w") as r:
             r.write('{"strides": %d, "runs": %d, "frontend_us": %d, "stage1_us": %d, "gate_us": %d, '
                     '"frontend_max_us": %d, "late": %d, "wall_us": %d, "kernels": "%s"}\n'
-                    % (stride, runs, t_fe, t_s1, t_gate, fe_max, late,
+                    % (stride, runs, tot[1] * 1000000 + tot[0], tot[3] * 1000000 + tot[2], tot[5] * 1000000 + tot[4],
+                       fe_max, late,
                        time.ticks_diff(time.ticks_us(), t_start), fe.kernels))
         if not link.bye:
             link.send_stats(d.samples, d.opens, True)
