@@ -269,7 +269,9 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     rb = pw * m4
     sst = 4 * st
     rb2 = 2 * rb
-    wstep = st * 3 * m4
+    ws = st * 3 * m4                                # from a window to the next
+    if cin == 1:
+        ws = 8 * st
     for oy in range(ho):
         r = img + oy * st * rb                      # 2. the three input rows of this output row,
         y = ptr8(row)                               # interleaved: (column, row, pair), so a window is
@@ -318,9 +320,6 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
             x = ptr8(int(x) + sst)
             y = ptr8(int(y) + 4)
             n -= 1
-        back = 4 * np - wstep                       # from a window's end to the next one's start
-        if cin == 1:
-            back = -8 * st
         scratch = int(w) + p[15]                    # where a padding output channel goes
         o = q
         wc = wt
@@ -346,94 +345,107 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
             if co + 3 < cout:
                 d3 = ptr8(int(dst) + o + 3 * ho * wo)
                 sh3 = s[co + 3]
-            x = ptr8(row)                           # time (their words interleaved: one loop)
+            xw = row                                # time (their words interleaved: one loop)
             for ox in range(wo):
                 y = ptr8(wc)
+                win = ptr32(xw)
                 su = sp[ox]
                 acc0 = c0 - su
                 acc1 = c1 - su
                 acc2 = c2 - su
                 acc3 = c3 - su
                 n = np
-                while n > 17:                       # 18 words a pass
-                    acc0 += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[4]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[12]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[16]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[20]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[24]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[28]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[32]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[36]) >> 16) & 0xffff) +
-                        (((ptr32(x)[10] * ptr32(y)[40]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[44]) >> 16) & 0xffff) +
-                        (((ptr32(x)[12] * ptr32(y)[48]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[52]) >> 16) & 0xffff) +
-                        (((ptr32(x)[14] * ptr32(y)[56]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[60]) >> 16) & 0xffff) +
-                        (((ptr32(x)[16] * ptr32(y)[64]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[68]) >> 16) & 0xffff))
-                    acc1 += ((((ptr32(x)[0] * ptr32(y)[1]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[5]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[9]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[13]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[17]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[21]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[25]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[29]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[33]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[37]) >> 16) & 0xffff) +
-                        (((ptr32(x)[10] * ptr32(y)[41]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[45]) >> 16) & 0xffff) +
-                        (((ptr32(x)[12] * ptr32(y)[49]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[53]) >> 16) & 0xffff) +
-                        (((ptr32(x)[14] * ptr32(y)[57]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[61]) >> 16) & 0xffff) +
-                        (((ptr32(x)[16] * ptr32(y)[65]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[69]) >> 16) & 0xffff))
-                    acc2 += ((((ptr32(x)[0] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[6]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[10]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[14]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[18]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[22]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[26]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[30]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[34]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[38]) >> 16) & 0xffff) +
-                        (((ptr32(x)[10] * ptr32(y)[42]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[46]) >> 16) & 0xffff) +
-                        (((ptr32(x)[12] * ptr32(y)[50]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[54]) >> 16) & 0xffff) +
-                        (((ptr32(x)[14] * ptr32(y)[58]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[62]) >> 16) & 0xffff) +
-                        (((ptr32(x)[16] * ptr32(y)[66]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[70]) >> 16) & 0xffff))
-                    acc3 += ((((ptr32(x)[0] * ptr32(y)[3]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[7]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[11]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[15]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[19]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[23]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[27]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[31]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[35]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[39]) >> 16) & 0xffff) +
-                        (((ptr32(x)[10] * ptr32(y)[43]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[47]) >> 16) & 0xffff) +
-                        (((ptr32(x)[12] * ptr32(y)[51]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[55]) >> 16) & 0xffff) +
-                        (((ptr32(x)[14] * ptr32(y)[59]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[63]) >> 16) & 0xffff) +
-                        (((ptr32(x)[16] * ptr32(y)[67]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[71]) >> 16) & 0xffff))
-                    x = ptr8(int(x) + 72)
-                    y = ptr8(int(y) + 288)
+                while n > 17:                       # 18 words a pass: x = each word, its four
+                    x = ptr8(win[0]); ptr32(y)[0] = ptr32(y)[72] * int(x); ptr32(y)[1] = ptr32(y)[73] * int(x)
+                    ptr32(y)[2] = ptr32(y)[74] * int(x); ptr32(y)[3] = ptr32(y)[75] * int(x)
+                    x = ptr8(win[1]); ptr32(y)[4] = ptr32(y)[76] * int(x); ptr32(y)[5] = ptr32(y)[77] * int(x)
+                    ptr32(y)[6] = ptr32(y)[78] * int(x); ptr32(y)[7] = ptr32(y)[79] * int(x)
+                    x = ptr8(win[2]); ptr32(y)[8] = ptr32(y)[80] * int(x); ptr32(y)[9] = ptr32(y)[81] * int(x)
+                    ptr32(y)[10] = ptr32(y)[82] * int(x); ptr32(y)[11] = ptr32(y)[83] * int(x)
+                    x = ptr8(win[3]); ptr32(y)[12] = ptr32(y)[84] * int(x); ptr32(y)[13] = ptr32(y)[85] * int(x)
+                    ptr32(y)[14] = ptr32(y)[86] * int(x); ptr32(y)[15] = ptr32(y)[87] * int(x)
+                    x = ptr8(win[4]); ptr32(y)[16] = ptr32(y)[88] * int(x); ptr32(y)[17] = ptr32(y)[89] * int(x)
+                    ptr32(y)[18] = ptr32(y)[90] * int(x); ptr32(y)[19] = ptr32(y)[91] * int(x)
+                    x = ptr8(win[5]); ptr32(y)[20] = ptr32(y)[92] * int(x); ptr32(y)[21] = ptr32(y)[93] * int(x)
+                    ptr32(y)[22] = ptr32(y)[94] * int(x); ptr32(y)[23] = ptr32(y)[95] * int(x)
+                    x = ptr8(win[6]); ptr32(y)[24] = ptr32(y)[96] * int(x); ptr32(y)[25] = ptr32(y)[97] * int(x)
+                    ptr32(y)[26] = ptr32(y)[98] * int(x); ptr32(y)[27] = ptr32(y)[99] * int(x)
+                    x = ptr8(win[7]); ptr32(y)[28] = ptr32(y)[100] * int(x); ptr32(y)[29] = ptr32(y)[101] * int(x)
+                    ptr32(y)[30] = ptr32(y)[102] * int(x); ptr32(y)[31] = ptr32(y)[103] * int(x)
+                    x = ptr8(win[8]); ptr32(y)[32] = ptr32(y)[104] * int(x); ptr32(y)[33] = ptr32(y)[105] * int(x)
+                    ptr32(y)[34] = ptr32(y)[106] * int(x); ptr32(y)[35] = ptr32(y)[107] * int(x)
+                    x = ptr8(win[9]); ptr32(y)[36] = ptr32(y)[108] * int(x); ptr32(y)[37] = ptr32(y)[109] * int(x)
+                    ptr32(y)[38] = ptr32(y)[110] * int(x); ptr32(y)[39] = ptr32(y)[111] * int(x)
+                    x = ptr8(win[10]); ptr32(y)[40] = ptr32(y)[112] * int(x); ptr32(y)[41] = ptr32(y)[113] * int(x)
+                    ptr32(y)[42] = ptr32(y)[114] * int(x); ptr32(y)[43] = ptr32(y)[115] * int(x)
+                    x = ptr8(win[11]); ptr32(y)[44] = ptr32(y)[116] * int(x); ptr32(y)[45] = ptr32(y)[117] * int(x)
+                    ptr32(y)[46] = ptr32(y)[118] * int(x); ptr32(y)[47] = ptr32(y)[119] * int(x)
+                    x = ptr8(win[12]); ptr32(y)[48] = ptr32(y)[120] * int(x); ptr32(y)[49] = ptr32(y)[121] * int(x)
+                    ptr32(y)[50] = ptr32(y)[122] * int(x); ptr32(y)[51] = ptr32(y)[123] * int(x)
+                    x = ptr8(win[13]); ptr32(y)[52] = ptr32(y)[124] * int(x); ptr32(y)[53] = ptr32(y)[125] * int(x)
+                    ptr32(y)[54] = ptr32(y)[126] * int(x); ptr32(y)[55] = ptr32(y)[127] * int(x)
+                    x = ptr8(win[14]); ptr32(y)[56] = ptr32(y)[128] * int(x); ptr32(y)[57] = ptr32(y)[129] * int(x)
+                    ptr32(y)[58] = ptr32(y)[130] * int(x); ptr32(y)[59] = ptr32(y)[131] * int(x)
+                    x = ptr8(win[15]); ptr32(y)[60] = ptr32(y)[132] * int(x); ptr32(y)[61] = ptr32(y)[133] * int(x)
+                    ptr32(y)[62] = ptr32(y)[134] * int(x); ptr32(y)[63] = ptr32(y)[135] * int(x)
+                    x = ptr8(win[16]); ptr32(y)[64] = ptr32(y)[136] * int(x); ptr32(y)[65] = ptr32(y)[137] * int(x)
+                    ptr32(y)[66] = ptr32(y)[138] * int(x); ptr32(y)[67] = ptr32(y)[139] * int(x)
+                    x = ptr8(win[17]); ptr32(y)[68] = ptr32(y)[140] * int(x); ptr32(y)[69] = ptr32(y)[141] * int(x)
+                    ptr32(y)[70] = ptr32(y)[142] * int(x); ptr32(y)[71] = ptr32(y)[143] * int(x)
+                    acc0 += (ptr16(y)[1] + ptr16(y)[9] + ptr16(y)[17] + ptr16(y)[25] + ptr16(y)[33] + ptr16(y)[41] + ptr16(y)[49] + ptr16(y)[57] + ptr16(y)[65] +
+                        ptr16(y)[73] + ptr16(y)[81] + ptr16(y)[89] + ptr16(y)[97] + ptr16(y)[105] + ptr16(y)[113] + ptr16(y)[121] + ptr16(y)[129] + ptr16(y)[137])
+                    acc1 += (ptr16(y)[3] + ptr16(y)[11] + ptr16(y)[19] + ptr16(y)[27] + ptr16(y)[35] + ptr16(y)[43] + ptr16(y)[51] + ptr16(y)[59] + ptr16(y)[67] +
+                        ptr16(y)[75] + ptr16(y)[83] + ptr16(y)[91] + ptr16(y)[99] + ptr16(y)[107] + ptr16(y)[115] + ptr16(y)[123] + ptr16(y)[131] + ptr16(y)[139])
+                    acc2 += (ptr16(y)[5] + ptr16(y)[13] + ptr16(y)[21] + ptr16(y)[29] + ptr16(y)[37] + ptr16(y)[45] + ptr16(y)[53] + ptr16(y)[61] + ptr16(y)[69] +
+                        ptr16(y)[77] + ptr16(y)[85] + ptr16(y)[93] + ptr16(y)[101] + ptr16(y)[109] + ptr16(y)[117] + ptr16(y)[125] + ptr16(y)[133] + ptr16(y)[141])
+                    acc3 += (ptr16(y)[7] + ptr16(y)[15] + ptr16(y)[23] + ptr16(y)[31] + ptr16(y)[39] + ptr16(y)[47] + ptr16(y)[55] + ptr16(y)[63] + ptr16(y)[71] +
+                        ptr16(y)[79] + ptr16(y)[87] + ptr16(y)[95] + ptr16(y)[103] + ptr16(y)[111] + ptr16(y)[119] + ptr16(y)[127] + ptr16(y)[135] + ptr16(y)[143])
+                    win = ptr32(int(win) + 72)
+                    y = ptr8(int(y) + 576)
                     n -= 18
                 while n > 8:                        # nine words (np is 9 x the pairs)
-                    acc0 += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[4]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[12]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[16]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[20]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[24]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[28]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[32]) >> 16) & 0xffff))
-                    acc1 += ((((ptr32(x)[0] * ptr32(y)[1]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[5]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[9]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[13]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[17]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[21]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[25]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[29]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[33]) >> 16) & 0xffff))
-                    acc2 += ((((ptr32(x)[0] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[6]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[10]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[14]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[18]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[22]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[26]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[30]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[34]) >> 16) & 0xffff))
-                    acc3 += ((((ptr32(x)[0] * ptr32(y)[3]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[7]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[11]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[15]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[19]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[23]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[27]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[31]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[35]) >> 16) & 0xffff))
-                    x = ptr8(int(x) + 36)
-                    y = ptr8(int(y) + 144)
+                    x = ptr8(win[0]); ptr32(y)[0] = ptr32(y)[36] * int(x); ptr32(y)[1] = ptr32(y)[37] * int(x)
+                    ptr32(y)[2] = ptr32(y)[38] * int(x); ptr32(y)[3] = ptr32(y)[39] * int(x)
+                    x = ptr8(win[1]); ptr32(y)[4] = ptr32(y)[40] * int(x); ptr32(y)[5] = ptr32(y)[41] * int(x)
+                    ptr32(y)[6] = ptr32(y)[42] * int(x); ptr32(y)[7] = ptr32(y)[43] * int(x)
+                    x = ptr8(win[2]); ptr32(y)[8] = ptr32(y)[44] * int(x); ptr32(y)[9] = ptr32(y)[45] * int(x)
+                    ptr32(y)[10] = ptr32(y)[46] * int(x); ptr32(y)[11] = ptr32(y)[47] * int(x)
+                    x = ptr8(win[3]); ptr32(y)[12] = ptr32(y)[48] * int(x); ptr32(y)[13] = ptr32(y)[49] * int(x)
+                    ptr32(y)[14] = ptr32(y)[50] * int(x); ptr32(y)[15] = ptr32(y)[51] * int(x)
+                    x = ptr8(win[4]); ptr32(y)[16] = ptr32(y)[52] * int(x); ptr32(y)[17] = ptr32(y)[53] * int(x)
+                    ptr32(y)[18] = ptr32(y)[54] * int(x); ptr32(y)[19] = ptr32(y)[55] * int(x)
+                    x = ptr8(win[5]); ptr32(y)[20] = ptr32(y)[56] * int(x); ptr32(y)[21] = ptr32(y)[57] * int(x)
+                    ptr32(y)[22] = ptr32(y)[58] * int(x); ptr32(y)[23] = ptr32(y)[59] * int(x)
+                    x = ptr8(win[6]); ptr32(y)[24] = ptr32(y)[60] * int(x); ptr32(y)[25] = ptr32(y)[61] * int(x)
+                    ptr32(y)[26] = ptr32(y)[62] * int(x); ptr32(y)[27] = ptr32(y)[63] * int(x)
+                    x = ptr8(win[7]); ptr32(y)[28] = ptr32(y)[64] * int(x); ptr32(y)[29] = ptr32(y)[65] * int(x)
+                    ptr32(y)[30] = ptr32(y)[66] * int(x); ptr32(y)[31] = ptr32(y)[67] * int(x)
+                    x = ptr8(win[8]); ptr32(y)[32] = ptr32(y)[68] * int(x); ptr32(y)[33] = ptr32(y)[69] * int(x)
+                    ptr32(y)[34] = ptr32(y)[70] * int(x); ptr32(y)[35] = ptr32(y)[71] * int(x)
+                    acc0 += (ptr16(y)[1] + ptr16(y)[9] + ptr16(y)[17] + ptr16(y)[25] + ptr16(y)[33] + ptr16(y)[41] + ptr16(y)[49] + ptr16(y)[57] + ptr16(y)[65])
+                    acc1 += (ptr16(y)[3] + ptr16(y)[11] + ptr16(y)[19] + ptr16(y)[27] + ptr16(y)[35] + ptr16(y)[43] + ptr16(y)[51] + ptr16(y)[59] + ptr16(y)[67])
+                    acc2 += (ptr16(y)[5] + ptr16(y)[13] + ptr16(y)[21] + ptr16(y)[29] + ptr16(y)[37] + ptr16(y)[45] + ptr16(y)[53] + ptr16(y)[61] + ptr16(y)[69])
+                    acc3 += (ptr16(y)[7] + ptr16(y)[15] + ptr16(y)[23] + ptr16(y)[31] + ptr16(y)[39] + ptr16(y)[47] + ptr16(y)[55] + ptr16(y)[63] + ptr16(y)[71])
+                    win = ptr32(int(win) + 36)
+                    y = ptr8(int(y) + 288)
                     n -= 9
-                while n:                            # one input channel: five words at 0 1 2 4 5 (x stays)
-                    acc0 += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[4]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[12]) >> 16) & 0xffff) +
-                        (((ptr32(x)[5] * ptr32(y)[16]) >> 16) & 0xffff))
-                    acc1 += ((((ptr32(x)[0] * ptr32(y)[1]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[5]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[9]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[13]) >> 16) & 0xffff) +
-                        (((ptr32(x)[5] * ptr32(y)[17]) >> 16) & 0xffff))
-                    acc2 += ((((ptr32(x)[0] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[6]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[10]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[14]) >> 16) & 0xffff) +
-                        (((ptr32(x)[5] * ptr32(y)[18]) >> 16) & 0xffff))
-                    acc3 += ((((ptr32(x)[0] * ptr32(y)[3]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[7]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[11]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[15]) >> 16) & 0xffff) +
-                        (((ptr32(x)[5] * ptr32(y)[19]) >> 16) & 0xffff))
+                while n:                            # one input channel: five words at 0 1 2 4 5
+                    x = ptr8(win[0]); ptr32(y)[0] = ptr32(y)[20] * int(x); ptr32(y)[1] = ptr32(y)[21] * int(x)
+                    ptr32(y)[2] = ptr32(y)[22] * int(x); ptr32(y)[3] = ptr32(y)[23] * int(x)
+                    x = ptr8(win[1]); ptr32(y)[4] = ptr32(y)[24] * int(x); ptr32(y)[5] = ptr32(y)[25] * int(x)
+                    ptr32(y)[6] = ptr32(y)[26] * int(x); ptr32(y)[7] = ptr32(y)[27] * int(x)
+                    x = ptr8(win[2]); ptr32(y)[8] = ptr32(y)[28] * int(x); ptr32(y)[9] = ptr32(y)[29] * int(x)
+                    ptr32(y)[10] = ptr32(y)[30] * int(x); ptr32(y)[11] = ptr32(y)[31] * int(x)
+                    x = ptr8(win[4]); ptr32(y)[12] = ptr32(y)[32] * int(x); ptr32(y)[13] = ptr32(y)[33] * int(x)
+                    ptr32(y)[14] = ptr32(y)[34] * int(x); ptr32(y)[15] = ptr32(y)[35] * int(x)
+                    x = ptr8(win[5]); ptr32(y)[16] = ptr32(y)[36] * int(x); ptr32(y)[17] = ptr32(y)[37] * int(x)
+                    ptr32(y)[18] = ptr32(y)[38] * int(x); ptr32(y)[19] = ptr32(y)[39] * int(x)
+                    acc0 += (ptr16(y)[1] + ptr16(y)[9] + ptr16(y)[17] + ptr16(y)[25] + ptr16(y)[33])
+                    acc1 += (ptr16(y)[3] + ptr16(y)[11] + ptr16(y)[19] + ptr16(y)[27] + ptr16(y)[35])
+                    acc2 += (ptr16(y)[5] + ptr16(y)[13] + ptr16(y)[21] + ptr16(y)[29] + ptr16(y)[37])
+                    acc3 += (ptr16(y)[7] + ptr16(y)[15] + ptr16(y)[23] + ptr16(y)[31] + ptr16(y)[39])
                     n = 0
-                x = ptr8(int(x) - back)
+                xw += ws
                 acc0 >>= sh0                         # arithmetic shift
                 if uint(acc0 - lo) > uint(hi):      # outside [lo, 127]: one compare in the common case
                     if acc0 < lo:
@@ -462,7 +474,7 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                     else:
                         acc3 = 127
                 d3[ox] = acc3
-            wc += 16 * np
+            wc += 32 * np
             o += 4 * ho * wo
         q += wo
 
@@ -643,7 +655,7 @@ def prepare(op, w, b, s, p):
     plane = (h + 2) * (wd + 2)
     at_pk = 4 * (wd + 2)                            # after room for 128 * sum of each window (int32)
     co2 = (cout + 3) // 4 * 4                       # the dots go four output channels at a time
-    at_lb = at_pk + 4 * co2 * np
+    at_lb = at_pk + 8 * co2 * np                   # (each pass's products beside its weights)
     at_img = at_lb + 4 * co2                        # the input as lanes, border 0
     at_row = at_img + 4 * pairs * plane             # three of its rows interleaved
     at_w = at_row + 12 * pairs * (wd + 2)
@@ -665,7 +677,9 @@ def prepare(op, w, b, s, p):
                 if cin == 1:                        # words: rows 0/1 of kx 0, row 2's kx 0/1, rows 0/1
                     j = (kx + 1 if kx else 0) if ky < 2 else 1 + 3 * (kx >> 1)    # of kx 1, of kx 2, row 2's kx 2
                     hi = ky == 0 or ky == 2 and kx != 1
-                lay[at_pk + 4 * ((co >> 2) * 4 * np + 4 * j + (co & 3)) + (2 if hi else 0)] = v
+                at = at_pk + 32 * (co >> 2) * np + 576 * (j // 18)     # the pass of 18 (or 9, 5) words, its
+                at += 16 * min(18, np - j // 18 * 18) + 16 * (j % 18) + 4 * (co & 3)   # weights after its products
+                lay[at + (2 if hi else 0)] = v
             sw += v - 128
         r = _bias(b, co) + ((1 << s[co]) >> 1)
         c[co] = r - 128 * sw
