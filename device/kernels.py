@@ -36,15 +36,17 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     # - all inputs >= 0 (after a relu): two MACs a multiply. Input channels go two a 32-bit word in
     #   16-bit lanes, X = x[2m] + x[2m + 1] << 16, the weights V = v[2m + 1] + v[2m] << 16, so
     #   X V = x0 v1 + (x0 v0 + x1 v1) << 16 + x1 v0 << 32; x <= 127 and v <= 255 keep x0 v1 and
-    #   x0 v0 + x1 v1 below 2^16, so (X V >> 16) & 0xffff is the pair's dot on 32- and 64-bit words
-    #   alike (the chip alone would need no AND; the unix port's 64-bit product keeps x1 v0 << 32).
-    #   sum(w x) = sum(v x) - 128 sum(x); the lane biases hold bias + round. Each output row's three
-    #   input rows are interleaved so a window is np consecutive words, and four output channels'
-    #   weight words are interleaved so one loop feeds four sums.
+    #   x0 v0 + x1 v1 below 2^16: the pair's dot is the upper half of X V stored to a 32-bit word
+    #   (the store drops x1 v0 << 32, which only the unix port's 64-bit product keeps), read back with
+    #   a 16-bit load. sum(w x) = sum(v x) - 128 sum(x); the lane biases hold bias + round. Each
+    #   output row's three input rows are interleaved so a window is np consecutive words; four
+    #   output channels' weight words are interleaved, each pass of 18 (9, 5) words after room for
+    #   its 4 x 18 products. x holds one word X at a time (a register: x * V is 5 instructions, the
+    #   stored product's half 3 more), so each word is loaded once for the four channels.
     #   One input channel (images: x in 0..127): two *taps* a word instead, word 2c = rows 0 and 1 of
     #   column c, 2c + 1 = row 2's columns c and c + 1, so a window is 5 words (0 1 2 4 5), np = 5.
     # Viper keeps only its first two locals in registers, so x and y are the pointers each hot loop
-    # walks (cast to ptr32 where a loop reads words: a cast costs no instruction).
+    # walks (cast to ptr32 where a loop reads words: a cast costs no instruction), or a value (X).
     cin = p[0]
     h = p[1]
     wd = p[2]

@@ -320,6 +320,13 @@ def body_costs(fn):
     return costs
 
 
+def lane_loops(fn):
+    """Per loop of fn: is it conv_v's lane path (multiplies words, reads their products' upper halves
+    with 16-bit loads, no byte loads; the signed path's loops load bytes)?"""
+    ops = lambda a, b: {i.op for i in fn.insns if a <= i.addr <= b}
+    return [{"mull", "l16ui"} <= ops(a, b) and "l8ui" not in ops(a, b) for a, b in fn.loops]
+
+
 def _instrument(src, fns):
     """kernels.py with `_N[k] += 1` at the top of each loop body of each viper function (k numbers the
     loops of all functions in order), and _N a global array: run counts per loop."""
@@ -406,7 +413,7 @@ def stage1_cycles(blob_or_dir, kernels=None, inputs=None):
     if r.returncode:
         raise UgateError(f"counting run failed in MicroPython: {(r.stdout + r.stderr).strip().splitlines()[-1:]}")
     rows, bufs = [], model["bufs"]
-    lane = {n: [{"mull", "and"} <= {i.op for i in f.insns if a <= i.addr <= b} for a, b in f.loops] for n, f in fns.items()}
+    lane = {n: lane_loops(f) for n, f in fns.items()}
     for (name, n_smp, *counts), op in zip((ln.split() for ln in r.stdout.strip().splitlines()), model["ops"]):
         fn = fns[name]
         k = slots[name]

@@ -57,10 +57,9 @@ def test_stage1_cycles_on_a_blob(tiny_model):
 
 def test_conv_path_follows_the_input_sign(tiny_model):
     """The counting run feeds a signed input: the first conv takes conv_v's one-MAC-a-multiply path,
-    the convs after a relu the two-MACs-a-multiply one (its loops multiply words and mask lanes)."""
-    fn = cycles.viper_code(cycles.KERNELS)["conv_v"]
-    ops = lambda a, b: {i.op for i in fn.insns if a <= i.addr <= b}
-    lanes = [{"mull", "and"} <= ops(a, b) for a, b in fn.loops]
+    the convs after a relu the two-MACs-a-multiply one (its loops multiply words and read the
+    products' upper halves)."""
+    lanes = cycles.lane_loops(cycles.viper_code(cycles.KERNELS)["conv_v"])
     convs = [r for r in cycles.stage1_cycles(tiny_model[0]) if r["op"] == "conv"]
     passes = [sum(n for (_, _, n), lane in zip(r["loops"], lanes) if lane) for r in convs]
     assert len(convs) >= 2 and any(lanes)
