@@ -511,6 +511,26 @@ def maxpool_v(x: ptr8, y: ptr8, w: ptr8, b: ptr8, s: ptr8, p: ptr32):
 
 
 @micropython.viper
+def s2d_v(x: ptr8, y: ptr8, w: ptr8, b: ptr8, s: ptr8, p: ptr32):
+    # p: c, h, w. 2x2 space to depth, floor: y[4c + 2a + b][i][j] = x[c][2i + a][2j + b]; x and y walk.
+    h = p[1]
+    wd = p[2]
+    wo = wd >> 1
+    skip = 2 * wd - 2 * wo                          # from the end of a row's pass to row 2i + 2
+    src = int(x)
+    for co in range(4 * p[0]):
+        x = ptr8(src + ((co >> 2) * h + (co >> 1 & 1)) * wd + (co & 1))
+        for i in range(h >> 1):
+            n = wo
+            while n:
+                y[0] = x[0]
+                x = ptr8(int(x) + 2)
+                y = ptr8(int(y) + 1)
+                n -= 1
+            x = ptr8(int(x) + skip)
+
+
+@micropython.viper
 def gpool_v(x: ptr8, y: ptr16, w: ptr8, b: ptr8, s: ptr8, p: ptr32):
     # p: c, hw, m, k, j. int16 y[c] = max << j, y[C + c] = (sum * m + r) >> (k - j).
     c = p[0]
@@ -633,7 +653,7 @@ def compress_v(x: ptr8, y: ptr8, w: ptr8, b: ptr8, s: ptr8, p: ptr32):
 def prepare(op, w, b, s, p):
     """The (w, b, s, p) a kernel takes for a blob op's weights, biases, shifts and sizes: CONV's
     unsigned layout (see conv_v), laid out once when the model loads; other ops as they are."""
-    if op == 7:                                     # DENSE over an int16 src (dense16_v)
+    if op == 8:                                     # DENSE over an int16 src (dense16_v)
         nin, nout = p[0], p[1]
         lay = bytearray(2 * nin + nin * nout)      # u first: 16-bit loads need 2-byte alignment
         c = array("i", bytes(4 * nout))
@@ -691,4 +711,4 @@ def prepare(op, w, b, s, p):
 
 
 # in blob op order (blob.CONV == 1 ...), then dense over an int16 src
-KERNELS = (conv_v, maxpool_v, gpool_v, dense_v, logit_v, compress_v, dense16_v)
+KERNELS = (conv_v, maxpool_v, gpool_v, dense_v, logit_v, compress_v, s2d_v, dense16_v)

@@ -68,6 +68,8 @@ def kernel_cases(seed=0):
         for c, h, w in [(2, 4, 4), (3, 5, 7), (1, 3, 2)]:
             x = _x(rng, (1, c, h, w), mode)
             cases.append(("maxpool", x, None, None, None, [c, h, w], reference.maxpool(x)))
+            x = _x(rng, (1, c, 2 * h - c % 2, 2 * w + 1), mode)      # odd sides: floor
+            cases.append(("s2d", x, None, None, None, [c, 2 * h - c % 2, 2 * w + 1], reference.s2d(x)))
         for (c, h, w), j in [((3, 7, 7), 7), ((2, 28, 28), 0), ((1, 1, 1), 7), ((2, 40, 40), 3)]:
             x = _x(rng, (1, c, h, w), mode)
             m, k = export.mean_multiplier(h * w)
@@ -94,7 +96,7 @@ KERNEL_MAIN = """
 import json, binascii
 from array import array
 import kernels, kernels_portable
-NAMES = ("conv", "maxpool", "gpool", "dense", "logit", "compress", "dense16")
+NAMES = ("conv", "maxpool", "gpool", "dense", "logit", "compress", "s2d", "dense16")
 h = lambda s: binascii.unhexlify(s) if s else bytearray(4)
 for c in json.load(open("cases.json")):
     out = []
@@ -187,7 +189,9 @@ def test_tiny_trained_model_bit_exact(tmp_path, tiny_model):
     NetConfig(in_shape=(1, 12, 12), n_classes=3, channels=[4, 6, 8], strides=[1, 2, 1], pools=[True, False, True],
               split=2, gate_conv=5, gate_hidden=6),
     NetConfig(in_shape=(2, 9, 11), n_classes=2, channels=[3, 5], strides=[2, 1], pools=[False, True], split=1,
-              gate_hidden=4)])
+              gate_hidden=4),
+    NetConfig(in_shape=(1, 16, 18), n_classes=2, channels=[8, 8, 8], pools=[False, True, True], s2d=True, split=2,
+              gate_conv=3, gate_hidden=4)])
 def test_random_models_bit_exact(tmp_path, cfg):
     net, raw, x = random_model(cfg)
     ref = check_model(tmp_path, raw, x[:12])
@@ -196,7 +200,8 @@ def test_random_models_bit_exact(tmp_path, cfg):
 
 def test_fashion_sized_model_fits_heap(tmp_path):
     """The bundled fashion-mnist shape runs bit-exact in a 256 KB heap (viper only: portable is slow)."""
-    cfg = NetConfig(in_shape=(1, 28, 28), n_classes=2, channels=[8, 16, 32], split=2)
+    cfg = NetConfig(in_shape=(1, 28, 28), n_classes=2, channels=[8, 16, 32], pools=[False, True, True], s2d=True,
+                    split=2)
     net, raw, x = random_model(cfg)
     check_model(tmp_path, raw, x[:4], kernels=1)
 
