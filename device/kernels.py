@@ -257,17 +257,28 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     row = int(w) + p[13]
     img = int(w) + p[10]
     m4 = 4 * ((cin + 1) >> 1)                       # bytes a pixel: a word per two input channels
+    m8 = 2 * m4
+    m12 = 3 * m4
+    m16 = 4 * m4
     x = src                                         # the input as 16-bit lanes, channel pairs side by
     for ci in range(cin):                           # side: word (pixel, m) = x[2m] + x[2m + 1] << 16
         y = ptr8(img + (pw + 1) * m4 + (ci >> 1) * 4 + (ci & 1) * 2)
         for iy in range(h):
             n = wd
+            while n > 3:
+                y[0] = x[0]
+                y[m4] = x[1]
+                y[m8] = x[2]
+                y[m12] = x[3]
+                x = ptr8(int(x) + 4)
+                y = ptr8(int(y) + m16)
+                n -= 4
             while n:
                 y[0] = x[0]
                 x = ptr8(int(x) + 1)
                 y = ptr8(int(y) + m4)
                 n -= 1
-            y = ptr8(int(y) + 2 * m4)
+            y = ptr8(int(y) + m8)
     rb = pw * m4
     sst = 4 * st
     rb2 = 2 * rb
