@@ -84,6 +84,10 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     neg = (neg >> 7) & 0x01010101
     if np == 0:                                     # too many words for 16-bit lane sums
         neg = 1
+    sgn = 0                                         # signed lanes (see the header), where prepared
+    if neg and p[16]:
+        sgn = 1
+        neg = 0
     q = 0
     if neg:
         wt = int(w) + p[8]
@@ -252,7 +256,7 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                 o += ho * wo
             q += wo
         return
-    wt = int(w) + p[11]
+    wt = int(w) + p[11 + 5 * sgn]                   # the mode's weight words
     lb = ptr16(int(w) + p[12])
     row = int(w) + p[13]
     img = int(w) + p[10]
@@ -260,25 +264,45 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     m8 = 2 * m4
     m12 = 3 * m4
     m16 = 4 * m4
+    h4 = m4 >> 1                                    # (in 16-bit units)
+    h8 = m4
+    h12 = 3 * h4
     x = src                                         # the input as 16-bit lanes, channel pairs side by
-    for ci in range(cin):                           # side: word (pixel, m) = x[2m] + x[2m + 1] << 16
+    for ci in range(cin * (1 - sgn)):               # side: word (pixel, m) = x[2m] + x[2m + 1] << 16
         y = ptr8(img + (pw + 1) * m4 + (ci >> 1) * 4 + (ci & 1) * 2)
         for iy in range(h):
             n = wd
             while n > 3:
-                y[0] = x[0]
-                y[m4] = x[1]
-                y[m8] = x[2]
-                y[m12] = x[3]
+                ptr16(y)[0] = x[0]
+                ptr16(y)[h4] = x[1]
+                ptr16(y)[h8] = x[2]
+                ptr16(y)[h12] = x[3]
                 x = ptr8(int(x) + 4)
                 y = ptr8(int(y) + m16)
                 n -= 4
             while n:
-                y[0] = x[0]
+                ptr16(y)[0] = x[0]
                 x = ptr8(int(x) + 1)
                 y = ptr8(int(y) + m4)
                 n -= 1
             y = ptr8(int(y) + m8)
+    x = src                                         # signed: word = x[2m] + x[2m + 1] << 16 mod 2^32,
+    for ci in range(cin * sgn):                     # the even channel writes it, the odd one adds
+        y = ptr8(img + (pw + 1) * m4 + (ci >> 1) * 4)
+        keep = -(ci & 1)
+        up = (ci & 1) << 4
+        for iy in range(h):
+            n = wd
+            while n:
+                ptr32(y)[0] = (ptr32(y)[0] & keep) + (((x[0] ^ 0x80) - 0x80) << up)
+                x = ptr8(int(x) + 1)
+                y = ptr8(int(y) + m4)
+                n -= 1
+            y = ptr8(int(y) + m8)
+    msk = sgn - 1                                   # signed lanes take no window sums but 2^15 a word
+    off = 32768 * np * sgn
+    cc = 1                                          # 2^31 + 2^15 (built at run time: as a literal it
+    cc = (cc << 31) | 0x8000                        # would be a long-int object): a signed pair's dot + 2^15
     rb = pw * m4
     sst = 4 * st
     rb2 = 2 * rb
@@ -329,7 +353,7 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
         n = wo                                      # prepare() keeps 127 * np below 2^16)
         while n:
             t = ptr32(x)[0] + ptr32(x)[1] + ptr32(x)[2]
-            ptr32(y)[0] = ((t & 0xffff) + (t >> 16)) << 7
+            ptr32(y)[0] = ((((t & 0xffff) + (t >> 16)) << 7) & msk) + off
             x = ptr8(int(x) + sst)
             y = ptr8(int(y) + 4)
             n -= 1
@@ -367,7 +391,7 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                 acc1 = c1 - su
                 acc2 = c2 - su
                 acc3 = c3 - su
-                n = np
+                n = np * (1 - sgn)
                 while n > 17:                       # 18 words a pass: x = each word, its four
                     x = ptr8(win[0]); ptr32(y)[0] = ptr32(y)[72] * int(x); ptr32(y)[1] = ptr32(y)[73] * int(x)
                     ptr32(y)[2] = ptr32(y)[74] * int(x); ptr32(y)[3] = ptr32(y)[75] * int(x)
@@ -458,6 +482,55 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                     acc2 += (ptr16(y)[5] + ptr16(y)[13] + ptr16(y)[21] + ptr16(y)[29] + ptr16(y)[37])
                     acc3 += (ptr16(y)[7] + ptr16(y)[15] + ptr16(y)[23] + ptr16(y)[31] + ptr16(y)[39])
                     n = 0
+                n = np * sgn
+                while n > 17:                       # signed lanes: each product + cc
+                    x = ptr8(win[0]); ptr32(y)[0] = ptr32(y)[72] * int(x) + cc; ptr32(y)[1] = ptr32(y)[73] * int(x) + cc
+                    ptr32(y)[2] = ptr32(y)[74] * int(x) + cc; ptr32(y)[3] = ptr32(y)[75] * int(x) + cc
+                    x = ptr8(win[1]); ptr32(y)[4] = ptr32(y)[76] * int(x) + cc; ptr32(y)[5] = ptr32(y)[77] * int(x) + cc
+                    ptr32(y)[6] = ptr32(y)[78] * int(x) + cc; ptr32(y)[7] = ptr32(y)[79] * int(x) + cc
+                    x = ptr8(win[2]); ptr32(y)[8] = ptr32(y)[80] * int(x) + cc; ptr32(y)[9] = ptr32(y)[81] * int(x) + cc
+                    ptr32(y)[10] = ptr32(y)[82] * int(x) + cc; ptr32(y)[11] = ptr32(y)[83] * int(x) + cc
+                    x = ptr8(win[3]); ptr32(y)[12] = ptr32(y)[84] * int(x) + cc; ptr32(y)[13] = ptr32(y)[85] * int(x) + cc
+                    ptr32(y)[14] = ptr32(y)[86] * int(x) + cc; ptr32(y)[15] = ptr32(y)[87] * int(x) + cc
+                    x = ptr8(win[4]); ptr32(y)[16] = ptr32(y)[88] * int(x) + cc; ptr32(y)[17] = ptr32(y)[89] * int(x) + cc
+                    ptr32(y)[18] = ptr32(y)[90] * int(x) + cc; ptr32(y)[19] = ptr32(y)[91] * int(x) + cc
+                    x = ptr8(win[5]); ptr32(y)[20] = ptr32(y)[92] * int(x) + cc; ptr32(y)[21] = ptr32(y)[93] * int(x) + cc
+                    ptr32(y)[22] = ptr32(y)[94] * int(x) + cc; ptr32(y)[23] = ptr32(y)[95] * int(x) + cc
+                    x = ptr8(win[6]); ptr32(y)[24] = ptr32(y)[96] * int(x) + cc; ptr32(y)[25] = ptr32(y)[97] * int(x) + cc
+                    ptr32(y)[26] = ptr32(y)[98] * int(x) + cc; ptr32(y)[27] = ptr32(y)[99] * int(x) + cc
+                    x = ptr8(win[7]); ptr32(y)[28] = ptr32(y)[100] * int(x) + cc; ptr32(y)[29] = ptr32(y)[101] * int(x) + cc
+                    ptr32(y)[30] = ptr32(y)[102] * int(x) + cc; ptr32(y)[31] = ptr32(y)[103] * int(x) + cc
+                    x = ptr8(win[8]); ptr32(y)[32] = ptr32(y)[104] * int(x) + cc; ptr32(y)[33] = ptr32(y)[105] * int(x) + cc
+                    ptr32(y)[34] = ptr32(y)[106] * int(x) + cc; ptr32(y)[35] = ptr32(y)[107] * int(x) + cc
+                    x = ptr8(win[9]); ptr32(y)[36] = ptr32(y)[108] * int(x) + cc; ptr32(y)[37] = ptr32(y)[109] * int(x) + cc
+                    ptr32(y)[38] = ptr32(y)[110] * int(x) + cc; ptr32(y)[39] = ptr32(y)[111] * int(x) + cc
+                    x = ptr8(win[10]); ptr32(y)[40] = ptr32(y)[112] * int(x) + cc; ptr32(y)[41] = ptr32(y)[113] * int(x) + cc
+                    ptr32(y)[42] = ptr32(y)[114] * int(x) + cc; ptr32(y)[43] = ptr32(y)[115] * int(x) + cc
+                    x = ptr8(win[11]); ptr32(y)[44] = ptr32(y)[116] * int(x) + cc; ptr32(y)[45] = ptr32(y)[117] * int(x) + cc
+                    ptr32(y)[46] = ptr32(y)[118] * int(x) + cc; ptr32(y)[47] = ptr32(y)[119] * int(x) + cc
+                    x = ptr8(win[12]); ptr32(y)[48] = ptr32(y)[120] * int(x) + cc; ptr32(y)[49] = ptr32(y)[121] * int(x) + cc
+                    ptr32(y)[50] = ptr32(y)[122] * int(x) + cc; ptr32(y)[51] = ptr32(y)[123] * int(x) + cc
+                    x = ptr8(win[13]); ptr32(y)[52] = ptr32(y)[124] * int(x) + cc; ptr32(y)[53] = ptr32(y)[125] * int(x) + cc
+                    ptr32(y)[54] = ptr32(y)[126] * int(x) + cc; ptr32(y)[55] = ptr32(y)[127] * int(x) + cc
+                    x = ptr8(win[14]); ptr32(y)[56] = ptr32(y)[128] * int(x) + cc; ptr32(y)[57] = ptr32(y)[129] * int(x) + cc
+                    ptr32(y)[58] = ptr32(y)[130] * int(x) + cc; ptr32(y)[59] = ptr32(y)[131] * int(x) + cc
+                    x = ptr8(win[15]); ptr32(y)[60] = ptr32(y)[132] * int(x) + cc; ptr32(y)[61] = ptr32(y)[133] * int(x) + cc
+                    ptr32(y)[62] = ptr32(y)[134] * int(x) + cc; ptr32(y)[63] = ptr32(y)[135] * int(x) + cc
+                    x = ptr8(win[16]); ptr32(y)[64] = ptr32(y)[136] * int(x) + cc; ptr32(y)[65] = ptr32(y)[137] * int(x) + cc
+                    ptr32(y)[66] = ptr32(y)[138] * int(x) + cc; ptr32(y)[67] = ptr32(y)[139] * int(x) + cc
+                    x = ptr8(win[17]); ptr32(y)[68] = ptr32(y)[140] * int(x) + cc; ptr32(y)[69] = ptr32(y)[141] * int(x) + cc
+                    ptr32(y)[70] = ptr32(y)[142] * int(x) + cc; ptr32(y)[71] = ptr32(y)[143] * int(x) + cc
+                    acc0 += (ptr16(y)[1] + ptr16(y)[9] + ptr16(y)[17] + ptr16(y)[25] + ptr16(y)[33] + ptr16(y)[41] + ptr16(y)[49] + ptr16(y)[57] + ptr16(y)[65] +
+                        ptr16(y)[73] + ptr16(y)[81] + ptr16(y)[89] + ptr16(y)[97] + ptr16(y)[105] + ptr16(y)[113] + ptr16(y)[121] + ptr16(y)[129] + ptr16(y)[137])
+                    acc1 += (ptr16(y)[3] + ptr16(y)[11] + ptr16(y)[19] + ptr16(y)[27] + ptr16(y)[35] + ptr16(y)[43] + ptr16(y)[51] + ptr16(y)[59] + ptr16(y)[67] +
+                        ptr16(y)[75] + ptr16(y)[83] + ptr16(y)[91] + ptr16(y)[99] + ptr16(y)[107] + ptr16(y)[115] + ptr16(y)[123] + ptr16(y)[131] + ptr16(y)[139])
+                    acc2 += (ptr16(y)[5] + ptr16(y)[13] + ptr16(y)[21] + ptr16(y)[29] + ptr16(y)[37] + ptr16(y)[45] + ptr16(y)[53] + ptr16(y)[61] + ptr16(y)[69] +
+                        ptr16(y)[77] + ptr16(y)[85] + ptr16(y)[93] + ptr16(y)[101] + ptr16(y)[109] + ptr16(y)[117] + ptr16(y)[125] + ptr16(y)[133] + ptr16(y)[141])
+                    acc3 += (ptr16(y)[7] + ptr16(y)[15] + ptr16(y)[23] + ptr16(y)[31] + ptr16(y)[39] + ptr16(y)[47] + ptr16(y)[55] + ptr16(y)[63] + ptr16(y)[71] +
+                        ptr16(y)[79] + ptr16(y)[87] + ptr16(y)[95] + ptr16(y)[103] + ptr16(y)[111] + ptr16(y)[119] + ptr16(y)[127] + ptr16(y)[135] + ptr16(y)[143])
+                    win = ptr32(int(win) + 72)
+                    y = ptr8(int(y) + 576)
+                    n -= 18
                 xw += ws
                 acc0 >>= sh0                         # arithmetic shift
                 if uint(acc0 - lo) > uint(hi):      # outside [lo, 127]: one compare in the common case
@@ -661,6 +734,12 @@ def compress_v(x: ptr8, y: ptr8, w: ptr8, b: ptr8, s: ptr8, p: ptr32):
             i += 1
 
 
+def _at(co, j, np):
+    # output channel co's weight word j in a lane layout: groups of four channels, passes of 18 (or
+    # 9, 5) words, each pass's weights after room for its products
+    return 32 * (co >> 2) * np + 576 * (j // 18) + 16 * min(18, np - j // 18 * 18) + 16 * (j % 18) + 4 * (co & 3)
+
+
 def prepare(op, w, b, s, p):
     """The (w, b, s, p) a kernel takes for a blob op's weights, biases, shifts and sizes: CONV's
     unsigned layout (see conv_v), laid out once when the model loads; other ops as they are."""
@@ -694,12 +773,15 @@ def prepare(op, w, b, s, p):
     at_w = at_row + 12 * pairs * (wd + 2)
     at_padu = at_w + cout * k                       # the input as u = x + 128, border 128 (rows
     at_col = at_padu + (_ROW * (h + 2) if cin == 1 and wd + 2 <= _ROW else cin * plane)   # _ROW apart: conv_v)
-    lay = bytearray(at_col + k * wo + wo)          # + scratch for an odd cout's extra channel
+    at_sk = at_col + k * wo + wo                   # + scratch for an odd cout's extra channel
+    sg = cin > 1 and np % 18 == 0 < np and b"\x80" not in bytes(w)   # signed lanes: |w| <= 127, 18-word passes
+    lay = bytearray(at_sk + (8 * co2 * np if sg else 0))    # signed lanes' weight words
     for i in range(at_padu, at_col):
         lay[i] = 128
     c = array("i", bytes(4 * co2))
     for co in range(cout):
         sw = 0
+        words = [0] * np                            # signed lanes: W = w[odd ci] + w[even ci] << 16
         for i in range(k):
             v = w[co * k + i] ^ 0x80                # int8 byte -> v = w + 128
             lay[at_w + co * k + i] = v
@@ -710,15 +792,18 @@ def prepare(op, w, b, s, p):
                 if cin == 1:                        # words: rows 0/1 of kx 0, row 2's kx 0/1, rows 0/1
                     j = (kx + 1 if kx else 0) if ky < 2 else 1 + 3 * (kx >> 1)    # of kx 1, of kx 2, row 2's kx 2
                     hi = ky == 0 or ky == 2 and kx != 1
-                at = at_pk + 32 * (co >> 2) * np + 576 * (j // 18)     # the pass of 18 (or 9, 5) words, its
-                at += 16 * min(18, np - j // 18 * 18) + 16 * (j % 18) + 4 * (co & 3)   # weights after its products
-                lay[at + (2 if hi else 0)] = v
+                lay[at_pk + _at(co, j, np) + (2 if hi else 0)] = v
+                words[j] += (v - 128) << (16 if hi else 0)
             sw += v - 128
+        for j in range(np if sg else 0):
+            for i in range(4):
+                lay[at_sk + _at(co, j, np) + i] = (words[j] >> 8 * i) & 0xff
         r = _bias(b, co) + ((1 << s[co]) >> 1)
         c[co] = r - 128 * sw
         for i in range(4):
             lay[at_lb + 4 * co + i] = (r >> 8 * i) & 0xff
-    return lay, c, s, array("i", list(p) + [at_w, at_padu, at_img, at_pk, at_lb, at_row, np, at_col])
+    return lay, c, s, array("i", list(p) + [at_w, at_padu, at_img, at_pk, at_lb, at_row, np, at_col,
+                                            at_sk if sg else 0])
 
 
 # in blob op order (blob.CONV == 1 ...), then dense over an int16 src

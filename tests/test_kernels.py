@@ -46,14 +46,14 @@ def _wbn(rng, cout, k, mode, xmax=128):
 def kernel_cases(seed=0):
     """[(kernel name, x, w, b, s, params, expected y)] covering every kernel, stride, relu and edge."""
     rng, cases = np.random.default_rng(seed), []
-    for mode in ("relu", "relu", "max"):
+    for mode in ("relu", "relu", "max", "signed", "signed"):   # signed: a first layer's input, unsaturated
         for cin, cout, h, w, st, relu in [(1, 3, 5, 7, 1, 1), (3, 4, 6, 6, 2, 0), (8, 3, 5, 4, 1, 1), (16, 2, 3, 5, 2, 0),
                                            (4, 7, 3, 4, 1, 1), (17, 2, 4, 3, 1, 1), (2, 1, 1, 1, 1, 0),
                                            # one input channel, two taps a word: stride 2, padding channels, edges
                                            (1, 5, 6, 9, 2, 1), (1, 9, 4, 1, 2, 0), (1, 2, 1, 3, 1, 1), (1, 8, 12, 13, 1, 1)]:
             x = _x(rng, (1, cin, h, w), mode)
-            wq, b, n = _wbn(rng, cout, cin * 9, mode if mode == "max" else "rand", xmax=127)
-            if mode == "relu":                      # outputs mostly inside [-128, 127], so every bit shows
+            wq, b, n = _wbn(rng, cout, cin * 9, mode if mode == "max" else "rand", xmax=128)
+            if mode in ("relu", "signed"):          # outputs mostly inside [-128, 127], so every bit shows
                 n[:] = max(0, int(np.log2(np.sqrt(cin * 9) * 64 * 73 / 40)))
                 b = rng.integers(-2 ** (int(n[0]) + 6), 2 ** (int(n[0]) + 6), cout).astype(np.int32)
             y = reference.conv(x, wq.reshape(cout, cin, 3, 3), b, n, st, relu)
