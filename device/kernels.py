@@ -300,6 +300,8 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                 n -= 1
             y = ptr8(int(y) + m8)
     msk = sgn - 1                                   # signed lanes take no window sums but 2^15 a word
+    nu = np * (1 - sgn)                             # words a window in the unsigned passes, the signed
+    ns = np * sgn
     off = 32768 * np * sgn
     cc = 1                                          # 2^31 + 2^15 (built at run time: as a literal it
     cc = (cc << 31) | 0x8000                        # would be a long-int object): a signed pair's dot + 2^15
@@ -325,6 +327,26 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                 x = ptr8(int(x) + 4)
                 y = ptr8(int(y) + 8)
             nx = 0                                  # (a loop, not an if: the cycle model counts loops)
+            break
+        while m4 == 8:                              # two words a pixel (3 or 4 channels): straight code
+            x = ptr8(r)
+            for ix in range(pw):
+                t0 = ptr32(x)[0]
+                t1 = ptr32(x)[1]
+                t2 = ptr32(int(x) + rb)[0]
+                t3 = ptr32(int(x) + rb)[1]
+                t4 = ptr32(int(x) + rb2)[0]
+                t5 = ptr32(int(x) + rb2)[1]
+                ptr32(y)[0] = t0
+                ptr32(y)[1] = t1
+                ptr32(y)[2] = t2
+                ptr32(y)[3] = t3
+                ptr32(y)[4] = t4
+                ptr32(y)[5] = t5
+                sp[ix] = t0 + t1 + t2 + t3 + t4 + t5
+                x = ptr8(int(x) + 8)
+                y = ptr8(int(y) + 24)
+            nx = 0
             break
         for ix in range(nx):
             cs = 0                                  # (and each column's sum, both lanes)
@@ -391,7 +413,7 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                 acc1 = c1 - su
                 acc2 = c2 - su
                 acc3 = c3 - su
-                n = np * (1 - sgn)
+                n = nu
                 while n > 17:                       # 18 words a pass: x = each word, its four
                     x = ptr8(win[0]); ptr32(y)[0] = ptr32(y)[72] * int(x); ptr32(y)[1] = ptr32(y)[73] * int(x)
                     ptr32(y)[2] = ptr32(y)[74] * int(x); ptr32(y)[3] = ptr32(y)[75] * int(x)
@@ -440,49 +462,50 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                     win = ptr32(int(win) + 72)
                     y = ptr8(int(y) + 576)
                     n -= 18
-                while n > 8:                        # nine words (np is 9 x the pairs)
-                    x = ptr8(win[0]); ptr32(y)[0] = ptr32(y)[36] * int(x); ptr32(y)[1] = ptr32(y)[37] * int(x)
-                    ptr32(y)[2] = ptr32(y)[38] * int(x); ptr32(y)[3] = ptr32(y)[39] * int(x)
-                    x = ptr8(win[1]); ptr32(y)[4] = ptr32(y)[40] * int(x); ptr32(y)[5] = ptr32(y)[41] * int(x)
-                    ptr32(y)[6] = ptr32(y)[42] * int(x); ptr32(y)[7] = ptr32(y)[43] * int(x)
-                    x = ptr8(win[2]); ptr32(y)[8] = ptr32(y)[44] * int(x); ptr32(y)[9] = ptr32(y)[45] * int(x)
-                    ptr32(y)[10] = ptr32(y)[46] * int(x); ptr32(y)[11] = ptr32(y)[47] * int(x)
-                    x = ptr8(win[3]); ptr32(y)[12] = ptr32(y)[48] * int(x); ptr32(y)[13] = ptr32(y)[49] * int(x)
-                    ptr32(y)[14] = ptr32(y)[50] * int(x); ptr32(y)[15] = ptr32(y)[51] * int(x)
-                    x = ptr8(win[4]); ptr32(y)[16] = ptr32(y)[52] * int(x); ptr32(y)[17] = ptr32(y)[53] * int(x)
-                    ptr32(y)[18] = ptr32(y)[54] * int(x); ptr32(y)[19] = ptr32(y)[55] * int(x)
-                    x = ptr8(win[5]); ptr32(y)[20] = ptr32(y)[56] * int(x); ptr32(y)[21] = ptr32(y)[57] * int(x)
-                    ptr32(y)[22] = ptr32(y)[58] * int(x); ptr32(y)[23] = ptr32(y)[59] * int(x)
-                    x = ptr8(win[6]); ptr32(y)[24] = ptr32(y)[60] * int(x); ptr32(y)[25] = ptr32(y)[61] * int(x)
-                    ptr32(y)[26] = ptr32(y)[62] * int(x); ptr32(y)[27] = ptr32(y)[63] * int(x)
-                    x = ptr8(win[7]); ptr32(y)[28] = ptr32(y)[64] * int(x); ptr32(y)[29] = ptr32(y)[65] * int(x)
-                    ptr32(y)[30] = ptr32(y)[66] * int(x); ptr32(y)[31] = ptr32(y)[67] * int(x)
-                    x = ptr8(win[8]); ptr32(y)[32] = ptr32(y)[68] * int(x); ptr32(y)[33] = ptr32(y)[69] * int(x)
-                    ptr32(y)[34] = ptr32(y)[70] * int(x); ptr32(y)[35] = ptr32(y)[71] * int(x)
-                    acc0 += (ptr16(y)[1] + ptr16(y)[9] + ptr16(y)[17] + ptr16(y)[25] + ptr16(y)[33] + ptr16(y)[41] + ptr16(y)[49] + ptr16(y)[57] + ptr16(y)[65])
-                    acc1 += (ptr16(y)[3] + ptr16(y)[11] + ptr16(y)[19] + ptr16(y)[27] + ptr16(y)[35] + ptr16(y)[43] + ptr16(y)[51] + ptr16(y)[59] + ptr16(y)[67])
-                    acc2 += (ptr16(y)[5] + ptr16(y)[13] + ptr16(y)[21] + ptr16(y)[29] + ptr16(y)[37] + ptr16(y)[45] + ptr16(y)[53] + ptr16(y)[61] + ptr16(y)[69])
-                    acc3 += (ptr16(y)[7] + ptr16(y)[15] + ptr16(y)[23] + ptr16(y)[31] + ptr16(y)[39] + ptr16(y)[47] + ptr16(y)[55] + ptr16(y)[63] + ptr16(y)[71])
-                    win = ptr32(int(win) + 36)
-                    y = ptr8(int(y) + 288)
-                    n -= 9
-                while n:                            # one input channel: five words at 0 1 2 4 5
-                    x = ptr8(win[0]); ptr32(y)[0] = ptr32(y)[20] * int(x); ptr32(y)[1] = ptr32(y)[21] * int(x)
-                    ptr32(y)[2] = ptr32(y)[22] * int(x); ptr32(y)[3] = ptr32(y)[23] * int(x)
-                    x = ptr8(win[1]); ptr32(y)[4] = ptr32(y)[24] * int(x); ptr32(y)[5] = ptr32(y)[25] * int(x)
-                    ptr32(y)[6] = ptr32(y)[26] * int(x); ptr32(y)[7] = ptr32(y)[27] * int(x)
-                    x = ptr8(win[2]); ptr32(y)[8] = ptr32(y)[28] * int(x); ptr32(y)[9] = ptr32(y)[29] * int(x)
-                    ptr32(y)[10] = ptr32(y)[30] * int(x); ptr32(y)[11] = ptr32(y)[31] * int(x)
-                    x = ptr8(win[4]); ptr32(y)[12] = ptr32(y)[32] * int(x); ptr32(y)[13] = ptr32(y)[33] * int(x)
-                    ptr32(y)[14] = ptr32(y)[34] * int(x); ptr32(y)[15] = ptr32(y)[35] * int(x)
-                    x = ptr8(win[5]); ptr32(y)[16] = ptr32(y)[36] * int(x); ptr32(y)[17] = ptr32(y)[37] * int(x)
-                    ptr32(y)[18] = ptr32(y)[38] * int(x); ptr32(y)[19] = ptr32(y)[39] * int(x)
-                    acc0 += (ptr16(y)[1] + ptr16(y)[9] + ptr16(y)[17] + ptr16(y)[25] + ptr16(y)[33])
-                    acc1 += (ptr16(y)[3] + ptr16(y)[11] + ptr16(y)[19] + ptr16(y)[27] + ptr16(y)[35])
-                    acc2 += (ptr16(y)[5] + ptr16(y)[13] + ptr16(y)[21] + ptr16(y)[29] + ptr16(y)[37])
-                    acc3 += (ptr16(y)[7] + ptr16(y)[15] + ptr16(y)[23] + ptr16(y)[31] + ptr16(y)[39])
-                    n = 0
-                n = np * sgn
+                while n:                            # (one test for both in the common case)
+                    while n > 8:                        # nine words (np is 9 x the pairs)
+                        x = ptr8(win[0]); ptr32(y)[0] = ptr32(y)[36] * int(x); ptr32(y)[1] = ptr32(y)[37] * int(x)
+                        ptr32(y)[2] = ptr32(y)[38] * int(x); ptr32(y)[3] = ptr32(y)[39] * int(x)
+                        x = ptr8(win[1]); ptr32(y)[4] = ptr32(y)[40] * int(x); ptr32(y)[5] = ptr32(y)[41] * int(x)
+                        ptr32(y)[6] = ptr32(y)[42] * int(x); ptr32(y)[7] = ptr32(y)[43] * int(x)
+                        x = ptr8(win[2]); ptr32(y)[8] = ptr32(y)[44] * int(x); ptr32(y)[9] = ptr32(y)[45] * int(x)
+                        ptr32(y)[10] = ptr32(y)[46] * int(x); ptr32(y)[11] = ptr32(y)[47] * int(x)
+                        x = ptr8(win[3]); ptr32(y)[12] = ptr32(y)[48] * int(x); ptr32(y)[13] = ptr32(y)[49] * int(x)
+                        ptr32(y)[14] = ptr32(y)[50] * int(x); ptr32(y)[15] = ptr32(y)[51] * int(x)
+                        x = ptr8(win[4]); ptr32(y)[16] = ptr32(y)[52] * int(x); ptr32(y)[17] = ptr32(y)[53] * int(x)
+                        ptr32(y)[18] = ptr32(y)[54] * int(x); ptr32(y)[19] = ptr32(y)[55] * int(x)
+                        x = ptr8(win[5]); ptr32(y)[20] = ptr32(y)[56] * int(x); ptr32(y)[21] = ptr32(y)[57] * int(x)
+                        ptr32(y)[22] = ptr32(y)[58] * int(x); ptr32(y)[23] = ptr32(y)[59] * int(x)
+                        x = ptr8(win[6]); ptr32(y)[24] = ptr32(y)[60] * int(x); ptr32(y)[25] = ptr32(y)[61] * int(x)
+                        ptr32(y)[26] = ptr32(y)[62] * int(x); ptr32(y)[27] = ptr32(y)[63] * int(x)
+                        x = ptr8(win[7]); ptr32(y)[28] = ptr32(y)[64] * int(x); ptr32(y)[29] = ptr32(y)[65] * int(x)
+                        ptr32(y)[30] = ptr32(y)[66] * int(x); ptr32(y)[31] = ptr32(y)[67] * int(x)
+                        x = ptr8(win[8]); ptr32(y)[32] = ptr32(y)[68] * int(x); ptr32(y)[33] = ptr32(y)[69] * int(x)
+                        ptr32(y)[34] = ptr32(y)[70] * int(x); ptr32(y)[35] = ptr32(y)[71] * int(x)
+                        acc0 += (ptr16(y)[1] + ptr16(y)[9] + ptr16(y)[17] + ptr16(y)[25] + ptr16(y)[33] + ptr16(y)[41] + ptr16(y)[49] + ptr16(y)[57] + ptr16(y)[65])
+                        acc1 += (ptr16(y)[3] + ptr16(y)[11] + ptr16(y)[19] + ptr16(y)[27] + ptr16(y)[35] + ptr16(y)[43] + ptr16(y)[51] + ptr16(y)[59] + ptr16(y)[67])
+                        acc2 += (ptr16(y)[5] + ptr16(y)[13] + ptr16(y)[21] + ptr16(y)[29] + ptr16(y)[37] + ptr16(y)[45] + ptr16(y)[53] + ptr16(y)[61] + ptr16(y)[69])
+                        acc3 += (ptr16(y)[7] + ptr16(y)[15] + ptr16(y)[23] + ptr16(y)[31] + ptr16(y)[39] + ptr16(y)[47] + ptr16(y)[55] + ptr16(y)[63] + ptr16(y)[71])
+                        win = ptr32(int(win) + 36)
+                        y = ptr8(int(y) + 288)
+                        n -= 9
+                    while n:                            # one input channel: five words at 0 1 2 4 5
+                        x = ptr8(win[0]); ptr32(y)[0] = ptr32(y)[20] * int(x); ptr32(y)[1] = ptr32(y)[21] * int(x)
+                        ptr32(y)[2] = ptr32(y)[22] * int(x); ptr32(y)[3] = ptr32(y)[23] * int(x)
+                        x = ptr8(win[1]); ptr32(y)[4] = ptr32(y)[24] * int(x); ptr32(y)[5] = ptr32(y)[25] * int(x)
+                        ptr32(y)[6] = ptr32(y)[26] * int(x); ptr32(y)[7] = ptr32(y)[27] * int(x)
+                        x = ptr8(win[2]); ptr32(y)[8] = ptr32(y)[28] * int(x); ptr32(y)[9] = ptr32(y)[29] * int(x)
+                        ptr32(y)[10] = ptr32(y)[30] * int(x); ptr32(y)[11] = ptr32(y)[31] * int(x)
+                        x = ptr8(win[4]); ptr32(y)[12] = ptr32(y)[32] * int(x); ptr32(y)[13] = ptr32(y)[33] * int(x)
+                        ptr32(y)[14] = ptr32(y)[34] * int(x); ptr32(y)[15] = ptr32(y)[35] * int(x)
+                        x = ptr8(win[5]); ptr32(y)[16] = ptr32(y)[36] * int(x); ptr32(y)[17] = ptr32(y)[37] * int(x)
+                        ptr32(y)[18] = ptr32(y)[38] * int(x); ptr32(y)[19] = ptr32(y)[39] * int(x)
+                        acc0 += (ptr16(y)[1] + ptr16(y)[9] + ptr16(y)[17] + ptr16(y)[25] + ptr16(y)[33])
+                        acc1 += (ptr16(y)[3] + ptr16(y)[11] + ptr16(y)[19] + ptr16(y)[27] + ptr16(y)[35])
+                        acc2 += (ptr16(y)[5] + ptr16(y)[13] + ptr16(y)[21] + ptr16(y)[29] + ptr16(y)[37])
+                        acc3 += (ptr16(y)[7] + ptr16(y)[15] + ptr16(y)[23] + ptr16(y)[31] + ptr16(y)[39])
+                        n = 0
+                n = ns
                 while n > 17:                       # signed lanes: each product + cc
                     x = ptr8(win[0]); ptr32(y)[0] = ptr32(y)[72] * int(x) + cc; ptr32(y)[1] = ptr32(y)[73] * int(x) + cc
                     ptr32(y)[2] = ptr32(y)[74] * int(x) + cc; ptr32(y)[3] = ptr32(y)[75] * int(x) + cc
