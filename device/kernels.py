@@ -286,19 +286,26 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                 y = ptr8(int(y) + m4)
                 n -= 1
             y = ptr8(int(y) + m8)
-    x = src                                         # signed: word = x[2m] + x[2m + 1] << 16 mod 2^32,
-    for ci in range(cin * sgn):                     # the even channel writes it, the odd one adds
-        y = ptr8(img + (pw + 1) * m4 + (ci >> 1) * 4)
-        keep = -(ci & 1)
-        up = (ci & 1) << 4
+    hw = h * wd                                     # signed (cin even): word = x[2m] + x[2m + 1] << 16
+    hw1 = hw + 1                                    # mod 2^32, both planes read in one pass
+    x = src
+    for m in range(((cin + 1) >> 1) * sgn):
+        y = ptr8(img + (pw + 1) * m4 + m * 4)
         for iy in range(h):
             n = wd
+            while n > 1:
+                ptr32(y)[0] = ((x[0] ^ 0x80) - 0x80) + (((x[hw] ^ 0x80) - 0x80) << 16)
+                ptr32(int(y) + m4)[0] = ((x[1] ^ 0x80) - 0x80) + (((x[hw1] ^ 0x80) - 0x80) << 16)
+                x = ptr8(int(x) + 2)
+                y = ptr8(int(y) + m8)
+                n -= 2
             while n:
-                ptr32(y)[0] = (ptr32(y)[0] & keep) + (((x[0] ^ 0x80) - 0x80) << up)
+                ptr32(y)[0] = ((x[0] ^ 0x80) - 0x80) + (((x[hw] ^ 0x80) - 0x80) << 16)
                 x = ptr8(int(x) + 1)
                 y = ptr8(int(y) + m4)
                 n -= 1
             y = ptr8(int(y) + m8)
+        x = ptr8(int(x) + hw)
     msk = sgn - 1                                   # signed lanes take no window sums but 2^15 a word
     nu = np * (1 - sgn)                             # words a window in the unsigned passes, the signed
     ns = np * sgn
@@ -797,7 +804,7 @@ def prepare(op, w, b, s, p):
     at_padu = at_w + cout * k                       # the input as u = x + 128, border 128 (rows
     at_col = at_padu + (_ROW * (h + 2) if cin == 1 and wd + 2 <= _ROW else cin * plane)   # _ROW apart: conv_v)
     at_sk = at_col + k * wo + wo                   # + scratch for an odd cout's extra channel
-    sg = cin > 1 and np % 18 == 0 < np and b"\x80" not in bytes(w)   # signed lanes: |w| <= 127, 18-word passes
+    sg = cin % 4 == 0 and np and b"\x80" not in bytes(w)  # signed lanes: |w| <= 127, 18-word passes
     lay = bytearray(at_sk + (8 * co2 * np if sg else 0))    # signed lanes' weight words
     for i in range(at_padu, at_col):
         lay[i] = 128
