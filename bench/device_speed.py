@@ -135,10 +135,11 @@ def main():
                 signed = cycles.stage1_cycles(raw)
     meas = {}
     for line in p.stdout.strip().split("\n"):
-        name, n, used, heap, *t = line.split()
+        name, n, *rest = line.split()
         if n == "skip":
-            print(f"{name} skipped: it cannot run this blob ({' '.join([used, heap, *t])})")
+            print(f"{name} skipped: it cannot run this blob ({' '.join(rest)})")
             continue
+        used, heap, *t = rest
         meas[name] = ([float(v) for v in t], int(n), int(used), int(heap))
     names = [model["bufs"][op[2]][0] for op in model["ops"]]
     macs = reference.macs(raw)

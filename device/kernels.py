@@ -28,11 +28,9 @@ _ROW = const(64)                                # the padded copy's row stride f
 @micropython.viper
 def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     # p: cin, h, w, cout, stride, ho, wo, relu, then prepare()'s offsets into w: weights, pad of u,
-    # lane image, weight words, lane biases, row, np (words a window; 0: no lane path), col.
-    # 3x3, zero padding 1. Two paths, exact both; a scan of the input's sign bits picks one:
-    # - any input < 0 (a first layer): u = x + 128, v = w + 128, sum(w x) = sum(v u) - 128 sum(u)
-    #   - 128 sum(w) (the last term is in b), one MAC a multiply. One input channel: the copy's rows
-    #   _ROW apart, so a window's taps are constant offsets; more: each row's windows built in col.
+    # lane image, weight words, lane biases, row, np (words a window; 0: no lane path), col, signed
+    # lanes' weight words (0: none). 3x3, zero padding 1. Exact paths; a scan of the input's sign
+    # bits picks one (relu convs only take the lanes: their clamp is [0, 127]):
     # - all inputs >= 0 (after a relu): two MACs a multiply. Input channels go two a 32-bit word in
     #   16-bit lanes, X = x[2m] + x[2m + 1] << 16, the weights V = v[2m + 1] + v[2m] << 16, so
     #   X V = x0 v1 + (x0 v0 + x1 v1) << 16 + x1 v0 << 32; x <= 127 and v <= 255 keep x0 v1 and
@@ -45,6 +43,13 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     #   stored product's half 3 more), so each word is loaded once for the four channels.
     #   One input channel (images: x in 0..127): two *taps* a word instead, word 2c = rows 0 and 1 of
     #   column c, 2c + 1 = row 2's columns c and c + 1, so a window is 5 words (0 1 2 4 5), np = 5.
+    # - signed lanes (any input < 0, cin a multiple of 4, |w| <= 127): X = x0 + x1 << 16 and
+    #   W = w1 + w0 << 16 signed (mod 2^32); x0 w0 + x1 w1 is within +-32512 and x0 w1 within
+    #   +-16256, so X W + 2^31 + 2^15 stored has the pair's dot + 2^15 in its upper half, no borrow;
+    #   the 2^15 a word goes with the window term.
+    # - otherwise: u = x + 128, v = w + 128, sum(w x) = sum(v u) - 128 sum(u) - 128 sum(w) (the
+    #   last term is in b), one MAC a multiply. One input channel: the copy's rows _ROW apart, so a
+    #   window's taps are constant offsets; more: each row's windows built in col.
     # Viper keeps only its first two locals in registers, so x and y are the pointers each hot loop
     # walks (cast to ptr32 where a loop reads words: a cast costs no instruction), or a value (X).
     cin = p[0]
@@ -82,12 +87,12 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
         x = ptr8(int(x) + 1)
         n -= 1
     neg = (neg >> 7) & 0x01010101
-    if np == 0:                                     # too many words for 16-bit lane sums
-        neg = 1
     sgn = 0                                         # signed lanes (see the header), where prepared
     if neg and p[16]:
         sgn = 1
         neg = 0
+    if np == 0 or lo:                               # too many words for 16-bit lane sums, or no relu:
+        neg = 1                                     # one MAC a multiply
     q = 0
     if neg:
         wt = int(w) + p[8]
@@ -563,30 +568,30 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                     n -= 18
                 xw += ws
                 acc0 >>= sh0                         # arithmetic shift
-                if uint(acc0 - lo) > uint(hi):      # outside [lo, 127]: one compare in the common case
-                    if acc0 < lo:
-                        acc0 = lo
+                if uint(acc0) > uint(127):       # outside [0, 127] (the lane paths take relu convs): one compare
+                    if acc0 < 0:
+                        acc0 = 0
                     else:
                         acc0 = 127
                 d0[ox] = acc0
                 acc1 >>= sh1
-                if uint(acc1 - lo) > uint(hi):
-                    if acc1 < lo:
-                        acc1 = lo
+                if uint(acc1) > uint(127):
+                    if acc1 < 0:
+                        acc1 = 0
                     else:
                         acc1 = 127
                 d1[ox] = acc1
                 acc2 >>= sh2
-                if uint(acc2 - lo) > uint(hi):
-                    if acc2 < lo:
-                        acc2 = lo
+                if uint(acc2) > uint(127):
+                    if acc2 < 0:
+                        acc2 = 0
                     else:
                         acc2 = 127
                 d2[ox] = acc2
                 acc3 >>= sh3
-                if uint(acc3 - lo) > uint(hi):
-                    if acc3 < lo:
-                        acc3 = lo
+                if uint(acc3) > uint(127):
+                    if acc3 < 0:
+                        acc3 = 0
                     else:
                         acc3 = 127
                 d3[ox] = acc3

@@ -51,7 +51,7 @@ def test_stage1_cycles_on_a_blob(tiny_model):
         assert r["calls"] == 1 and r["cycles"] >= r["instructions"] > 0
         assert sum(i * n for i, _, n in r["loops"]) < r["instructions"]
     conv = [r for r in rows if r["op"] == "conv"]
-    assert all(8 < r["instructions_per_mac"] < 40 for r in conv)
+    assert all(4 < r["instructions_per_mac"] < 40 for r in conv)   # a lane term: 11 instructions, 2 MACs
     assert cycles.s3_time_us(rows) == pytest.approx(sum(r["cycles"] for r in rows) / 240)
 
 
