@@ -426,7 +426,7 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                 acc2 = c2 - su
                 acc3 = c3 - su
                 n = nu
-                while n > 17:                       # 18 words a pass: x = each word, its four
+                while n > 17:                       # 18 words a pass: x = a word, its 4 products, 4 sums
                     x = ptr8(win[0]); ptr32(y)[0] = ptr32(y)[72] * int(x); ptr32(y)[1] = ptr32(y)[73] * int(x)
                     ptr32(y)[2] = ptr32(y)[74] * int(x); ptr32(y)[3] = ptr32(y)[75] * int(x)
                     x = ptr8(win[1]); ptr32(y)[4] = ptr32(y)[76] * int(x); ptr32(y)[5] = ptr32(y)[77] * int(x)
