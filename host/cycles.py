@@ -321,10 +321,17 @@ def body_costs(fn):
 
 
 def lane_loops(fn):
-    """Per loop of fn: is it conv_v's lane path (multiplies words, reads their products' upper halves
-    with 16-bit loads, no byte loads; the signed path's loops load bytes)?"""
-    ops = lambda a, b: {i.op for i in fn.insns if a <= i.addr <= b}
-    return [{"mull", "l16ui"} <= ops(a, b) and "l8ui" not in ops(a, b) for a, b in fn.loops]
+    """Per loop of fn: "lane" if it is one of conv_v's lane paths (multiplies words, reads their
+    products' upper halves with 16-bit loads, no byte loads; the one-MAC path's loops load bytes),
+    "signed lanes" if each of its products gets a value from the stack added (+ 2^31 + 2^15), else ""."""
+    out = []
+    for a, b in fn.loops:
+        seq = [i for i in fn.insns if a <= i.addr <= b]
+        ops = {i.op for i in seq}
+        after = {seq[k + 1].op == "l32i" and "a1," in seq[k + 1].args for k, i in enumerate(seq[:-1]) if i.op == "mull"}
+        lane = {"mull", "l16ui"} <= ops and "l8ui" not in ops
+        out.append(("signed lanes" if after == {True} else "lane") if lane else "")
+    return out
 
 
 def _instrument(src, fns):
@@ -433,7 +440,8 @@ def stage1_cycles(blob_or_dir, kernels=None, inputs=None):
         rows.append({"name": bufs[dst_i][0], "op": B.OPS[kind], "phase": phase, "fn": name, "macs": macs,
                      "calls": calls, "instructions": ins, "cycles": cyc,
                      "loops": [(c[0], c[1], n) for c, n in zip(costs[1:], runs[:nl])], "per_call": costs[0],
-                     "path": ("lane" if any(n for n, ln in zip(runs, lane[name]) if ln) else "signed")
+                     "path": next((p for p in ("signed lanes", "lane") if any(n for n, ln in zip(runs, lane[name])
+                                                                                if ln == p)), "signed")
                      if kind == B.CONV else None,
                      "instructions_per_mac": ins / macs if macs else None, "cycles_per_mac": cyc / macs if macs else None})
     return rows

@@ -83,3 +83,19 @@ def test_counting_on_the_models_own_samples(tiny_model):
     assert all(r["path"] == "lane" and r["calls"] == 1 for r in real[1:])
     one = cycles.stage1_cycles(raw, inputs=x[:1])
     assert [r["macs"] for r in one] == [r["macs"] for r in cycles.stage1_cycles(raw, inputs=x)]
+
+
+def test_space_to_depth_first_conv_takes_signed_lanes():
+    """A one-channel input taken to space to depth gives the first conv 4 channels: on a signed input
+    it takes the signed lanes (two MACs a multiply), the convs after it the lanes."""
+    import numpy as np
+    import torch
+    from ugate import export
+    from ugate.model import Net, NetConfig
+    torch.manual_seed(0)
+    net = Net(NetConfig(in_shape=(1, 16, 16), n_classes=2, channels=[8, 8, 8], pools=[False, True, True], s2d=True),
+              gated=True).eval()
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 1, 16, 16)).astype(np.float32)
+    rows = cycles.stage1_cycles(export.build(net, export.calibrate(net, x), 0.0))
+    assert [r["op"] for r in rows][0] == "s2d"
+    assert [r["path"] for r in rows if r["op"] == "conv"] == ["signed lanes", "lane", "lane"]
