@@ -152,7 +152,12 @@ def train(dataset, out_dir, epochs=None, target_recall=0.99, split=2, seed=0, po
     torch.manual_seed(seed)
     load_args = {"name_or_path": str(dataset), "positive": positive, "seed": seed, "limit": limit}
     ds = data.load(**load_args)
-    cfg = NetConfig(tuple(ds.x_train.shape[1:]), len(ds.class_names), split=split, **net_opts)
+    c, h, w = ds.x_train.shape[1:]
+    if "s2d" not in net_opts and c == 1 and h % 2 == w % 2 == 0 and min(h, w) >= 16:
+        # one channel: space to depth, so the first conv has 4 channels (two MACs a multiply on the
+        # chip); its block skips the pool, so every later shape is as without it
+        net_opts = {**net_opts, "s2d": True, "pools": [False] + NetConfig((1, 1, 1), 2, **net_opts).pools[1:]}
+    cfg = NetConfig((c, h, w), len(ds.class_names), split=split, **net_opts)
     if min(_out_shape(cfg, n_blocks)[1:]) < 1:
         raise UgateError(f"inputs of {cfg.in_shape[1]}x{cfg.in_shape[2]} are too small for {n_blocks} pooling blocks")
     out = Path(out_dir)
