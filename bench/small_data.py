@@ -15,7 +15,8 @@ Folders are generated once under --cache (default ~/.cache/ugate/small-data), ne
 
 --init FOLDER...: every model of these folders starts from the bundled model of the same modality (`ugate train
 --init`): fashion-mnist ("bag") for images, keywords ("marvin") for WAVs, trained once (seed 0,
-default settings) under --out.
+default settings) under --out. The measured runs use it for images only (for WAVs the keywords
+model made things worse: docs/design.md, "Small data").
 
 Targets per seed: test gate recall >= the promised recall (or the warning printed), gated accuracy
 within 0.005 of the baseline, negatives stopped >= 0.96, zeros on positives >= 0.97."""

@@ -162,8 +162,8 @@ def start_from(run, cfg):
     if not ((run / "baseline.pt").exists() and (run / "model.pt").exists()):
         raise UgateError(f"--init {run}: no baseline.pt and model.pt there; give a run folder `ugate train` wrote")
     states = tuple(torch.load(run / f, map_location="cpu", weights_only=False)["state"] for f in ("baseline.pt", "model.pt"))
-    stage1 = Net(cfg, gated=True).state_dict()
-    if any(k not in states[1] or states[1][k].shape != v.shape for k, v in stage1.items() if k.startswith(("stage1.", "gc."))):
+    fresh = Net(cfg, gated=True).state_dict()
+    if any(k not in states[1] or states[1][k].shape != v.shape for k, v in fresh.items() if k.startswith(("stage1.", "gc."))):
         raise UgateError(f"--init {run}: its stage 1 and gate do not fit these inputs ({cfg.in_shape}) and --split; "
                          "start from a model of the same kind of input")
     return states
@@ -282,7 +282,7 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="cap each split at about N samples (quick runs)")
     p.add_argument("--init", metavar="RUN", help="start every model from this run folder's weights (a model trained on "
-                   "inputs of the same kind, e.g. the bundled keywords model for a WAV folder): small sets reach a better gate")
+                   "inputs of the same kind, e.g. a fashion-mnist run for a folder of photos; docs/design.md, Small data)")
 
 
 def main(args):

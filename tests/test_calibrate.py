@@ -198,3 +198,20 @@ def test_init_starts_from_a_run_and_says_when_it_cannot(tmp_path, capsys):
     assert cli.main(["train", "--dataset", "digits", "--out", str(tmp_path / "c"), "--epochs", "1", "--limit", "200",
                      "--init", str(tmp_path / "a")]) == 0
     assert json.loads((tmp_path / "c" / "metrics.json").read_text())["init"] == str(tmp_path / "a")
+
+
+def test_threshold_rate_moves_only_the_compression_thresholds_faster():
+    """threshold_lr scales the step of gc.threshold alone (Adam's first step is lr per weight)."""
+    from ugate.model import Net
+    from ugate.train import LR, _fit, joint_loss
+    x, y = torch.rand(32, 1, 8, 8), torch.tensor([0, 1] * 16)
+    moved = {}
+    for rate in (1.0, 10.0):
+        torch.manual_seed(0)
+        net = Net(NetConfig((1, 8, 8), 2), gated=True)
+        net.gc.threshold.data.fill_(0.5)              # above 0: the clamp passes its gradient
+        before = {k: v.detach().clone() for k, v in net.named_parameters()}
+        _fit(net, x, y, 1, lambda n, a, b: joint_loss(n, a, b), "t", 0, batch=32, quiet=True, threshold_lr=rate)
+        moved[rate] = {k: (v.detach() - before[k]).abs().max().item() for k, v in net.named_parameters()}
+    assert moved[10.0]["gc.threshold"] == pytest.approx(10 * LR, rel=0.05) and moved[1.0]["gc.threshold"] == pytest.approx(LR, rel=0.05)
+    assert moved[10.0]["gc.gate_fc2.bias"] == pytest.approx(moved[1.0]["gc.gate_fc2.bias"])
