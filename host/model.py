@@ -122,6 +122,15 @@ def gated_from_baseline(baseline: Net) -> Net:
     return net
 
 
+def load_matching(net: Net, state) -> int:
+    """Copy every tensor of `state` whose name and shape match into `net` (a start from another
+    model: a different input size or class count leaves the parts that differ as initialized)."""
+    own = net.state_dict()
+    same = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    net.load_state_dict(same, strict=False)
+    return len(same)
+
+
 def save(net: Net, path, **extra):
     """Checkpoints carry their config, so load() rebuilds the same model."""
     torch.save({"config": net.cfg.to_dict(), "gated": net.gc is not None, "state": net.state_dict(), **extra}, path)
