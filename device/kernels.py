@@ -28,23 +28,30 @@ _ROW = const(64)                                # the padded copy's row stride f
 @micropython.viper
 def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
     # p: cin, h, w, cout, stride, ho, wo, relu, then prepare()'s offsets into w: weights, pad of u,
-    # lane image, weight words, lane biases, row, np (words a window; 0: no lane path), col.
-    # 3x3, zero padding 1. Two paths, exact both; a scan of the input's sign bits picks one:
-    # - any input < 0 (a first layer): u = x + 128, v = w + 128, sum(w x) = sum(v u) - 128 sum(u)
-    #   - 128 sum(w) (the last term is in b), one MAC a multiply. One input channel: the copy's rows
-    #   _ROW apart, so a window's taps are constant offsets; more: each row's windows built in col.
+    # lane image, weight words, lane biases, row, np (words a window; 0: no lane path), col, signed
+    # lanes' weight words (0: none). 3x3, zero padding 1. Exact paths; a scan of the input's sign
+    # bits picks one (relu convs only take the lanes: their clamp is [0, 127]):
     # - all inputs >= 0 (after a relu): two MACs a multiply. Input channels go two a 32-bit word in
     #   16-bit lanes, X = x[2m] + x[2m + 1] << 16, the weights V = v[2m + 1] + v[2m] << 16, so
     #   X V = x0 v1 + (x0 v0 + x1 v1) << 16 + x1 v0 << 32; x <= 127 and v <= 255 keep x0 v1 and
-    #   x0 v0 + x1 v1 below 2^16, so (X V >> 16) & 0xffff is the pair's dot on 32- and 64-bit words
-    #   alike (the chip alone would need no AND; the unix port's 64-bit product keeps x1 v0 << 32).
-    #   sum(w x) = sum(v x) - 128 sum(x); the lane biases hold bias + round. Each output row's three
-    #   input rows are interleaved so a window is np consecutive words, and four output channels'
-    #   weight words are interleaved so one loop feeds four sums.
+    #   x0 v0 + x1 v1 below 2^16: the pair's dot is the upper half of X V stored to a 32-bit word
+    #   (the store drops x1 v0 << 32, which only the unix port's 64-bit product keeps), read back with
+    #   a 16-bit load. sum(w x) = sum(v x) - 128 sum(x); the lane biases hold bias + round. Each
+    #   output row's three input rows are interleaved so a window is np consecutive words; four
+    #   output channels' weight words are interleaved, each pass of 18 (9, 5) words after room for
+    #   its 4 x 18 products. x holds one word X at a time (a register: x * V is 5 instructions, the
+    #   stored product's half 3 more), so each word is loaded once for the four channels.
     #   One input channel (images: x in 0..127): two *taps* a word instead, word 2c = rows 0 and 1 of
     #   column c, 2c + 1 = row 2's columns c and c + 1, so a window is 5 words (0 1 2 4 5), np = 5.
+    # - signed lanes (any input < 0, cin a multiple of 4, |w| <= 127): X = x0 + x1 << 16 and
+    #   W = w1 + w0 << 16 signed (mod 2^32); x0 w0 + x1 w1 is within +-32512 and x0 w1 within
+    #   +-16256, so X W + 2^31 + 2^15 stored has the pair's dot + 2^15 in its upper half, no borrow;
+    #   the 2^15 a word goes with the window term.
+    # - otherwise: u = x + 128, v = w + 128, sum(w x) = sum(v u) - 128 sum(u) - 128 sum(w) (the
+    #   last term is in b), one MAC a multiply. One input channel: the copy's rows _ROW apart, so a
+    #   window's taps are constant offsets; more: each row's windows built in col.
     # Viper keeps only its first two locals in registers, so x and y are the pointers each hot loop
-    # walks (cast to ptr32 where a loop reads words: a cast costs no instruction).
+    # walks (cast to ptr32 where a loop reads words: a cast costs no instruction), or a value (X).
     cin = p[0]
     h = p[1]
     wd = p[2]
@@ -80,8 +87,12 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
         x = ptr8(int(x) + 1)
         n -= 1
     neg = (neg >> 7) & 0x01010101
-    if np == 0:                                     # too many words for 16-bit lane sums
-        neg = 1
+    sgn = 0                                         # signed lanes (see the header), where prepared
+    if neg and p[16]:
+        sgn = 1
+        neg = 0
+    if np == 0 or lo:                               # too many words for 16-bit lane sums, or no relu:
+        neg = 1                                     # one MAC a multiply
     q = 0
     if neg:
         wt = int(w) + p[8]
@@ -250,26 +261,68 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                 o += ho * wo
             q += wo
         return
-    wt = int(w) + p[11]
+    wt = int(w) + p[11 + 5 * sgn]                   # the mode's weight words
     lb = ptr16(int(w) + p[12])
     row = int(w) + p[13]
     img = int(w) + p[10]
     m4 = 4 * ((cin + 1) >> 1)                       # bytes a pixel: a word per two input channels
+    m8 = 2 * m4
+    m12 = 3 * m4
+    m16 = 4 * m4
+    h4 = m4 >> 1                                    # (in 16-bit units)
+    h8 = m4
+    h12 = 3 * h4
     x = src                                         # the input as 16-bit lanes, channel pairs side by
-    for ci in range(cin):                           # side: word (pixel, m) = x[2m] + x[2m + 1] << 16
+    for ci in range(cin * (1 - sgn)):               # side: word (pixel, m) = x[2m] + x[2m + 1] << 16
         y = ptr8(img + (pw + 1) * m4 + (ci >> 1) * 4 + (ci & 1) * 2)
         for iy in range(h):
             n = wd
+            while n > 3:
+                ptr16(y)[0] = x[0]
+                ptr16(y)[h4] = x[1]
+                ptr16(y)[h8] = x[2]
+                ptr16(y)[h12] = x[3]
+                x = ptr8(int(x) + 4)
+                y = ptr8(int(y) + m16)
+                n -= 4
             while n:
-                y[0] = x[0]
+                ptr16(y)[0] = x[0]
                 x = ptr8(int(x) + 1)
                 y = ptr8(int(y) + m4)
                 n -= 1
-            y = ptr8(int(y) + 2 * m4)
+            y = ptr8(int(y) + m8)
+    hw = h * wd                                     # signed (cin even): word = x[2m] + x[2m + 1] << 16
+    hw1 = hw + 1                                    # mod 2^32, both planes read in one pass
+    x = src
+    for m in range(((cin + 1) >> 1) * sgn):
+        y = ptr8(img + (pw + 1) * m4 + m * 4)
+        for iy in range(h):
+            n = wd
+            while n > 1:
+                ptr32(y)[0] = ((x[0] ^ 0x80) - 0x80) + (((x[hw] ^ 0x80) - 0x80) << 16)
+                ptr32(int(y) + m4)[0] = ((x[1] ^ 0x80) - 0x80) + (((x[hw1] ^ 0x80) - 0x80) << 16)
+                x = ptr8(int(x) + 2)
+                y = ptr8(int(y) + m8)
+                n -= 2
+            while n:
+                ptr32(y)[0] = ((x[0] ^ 0x80) - 0x80) + (((x[hw] ^ 0x80) - 0x80) << 16)
+                x = ptr8(int(x) + 1)
+                y = ptr8(int(y) + m4)
+                n -= 1
+            y = ptr8(int(y) + m8)
+        x = ptr8(int(x) + hw)
+    msk = sgn - 1                                   # signed lanes take no window sums but 2^15 a word
+    nu = np * (1 - sgn)                             # words a window in the unsigned passes, the signed
+    ns = np * sgn
+    off = 32768 * np * sgn
+    cc = 1                                          # 2^31 + 2^15 (built at run time: as a literal it
+    cc = (cc << 31) | 0x8000                        # would be a long-int object): a signed pair's dot + 2^15
     rb = pw * m4
     sst = 4 * st
     rb2 = 2 * rb
-    wstep = st * 3 * m4
+    ws = st * 3 * m4                                # from a window to the next
+    if cin == 1:
+        ws = 8 * st
     for oy in range(ho):
         r = img + oy * st * rb                      # 2. the three input rows of this output row,
         y = ptr8(row)                               # interleaved: (column, row, pair), so a window is
@@ -286,6 +339,26 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
                 x = ptr8(int(x) + 4)
                 y = ptr8(int(y) + 8)
             nx = 0                                  # (a loop, not an if: the cycle model counts loops)
+            break
+        while m4 == 8:                              # two words a pixel (3 or 4 channels): straight code
+            x = ptr8(r)
+            for ix in range(pw):
+                t0 = ptr32(x)[0]
+                t1 = ptr32(x)[1]
+                t2 = ptr32(int(x) + rb)[0]
+                t3 = ptr32(int(x) + rb)[1]
+                t4 = ptr32(int(x) + rb2)[0]
+                t5 = ptr32(int(x) + rb2)[1]
+                ptr32(y)[0] = t0
+                ptr32(y)[1] = t1
+                ptr32(y)[2] = t2
+                ptr32(y)[3] = t3
+                ptr32(y)[4] = t4
+                ptr32(y)[5] = t5
+                sp[ix] = t0 + t1 + t2 + t3 + t4 + t5
+                x = ptr8(int(x) + 8)
+                y = ptr8(int(y) + 24)
+            nx = 0
             break
         for ix in range(nx):
             cs = 0                                  # (and each column's sum, both lanes)
@@ -314,13 +387,10 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
         n = wo                                      # prepare() keeps 127 * np below 2^16)
         while n:
             t = ptr32(x)[0] + ptr32(x)[1] + ptr32(x)[2]
-            ptr32(y)[0] = ((t & 0xffff) + (t >> 16)) << 7
+            ptr32(y)[0] = ((((t & 0xffff) + (t >> 16)) << 7) & msk) + off
             x = ptr8(int(x) + sst)
             y = ptr8(int(y) + 4)
             n -= 1
-        back = 4 * np - wstep                       # from a window's end to the next one's start
-        if cin == 1:
-            back = -8 * st
         scratch = int(w) + p[15]                    # where a padding output channel goes
         o = q
         wc = wt
@@ -346,123 +416,186 @@ def conv_v(x: ptr8, y: ptr8, w: ptr8, b: ptr16, s: ptr8, p: ptr32):
             if co + 3 < cout:
                 d3 = ptr8(int(dst) + o + 3 * ho * wo)
                 sh3 = s[co + 3]
-            x = ptr8(row)                           # time (their words interleaved: one loop)
+            xw = row                                # time (their words interleaved: one loop)
             for ox in range(wo):
                 y = ptr8(wc)
+                win = ptr32(xw)
                 su = sp[ox]
                 acc0 = c0 - su
                 acc1 = c1 - su
                 acc2 = c2 - su
                 acc3 = c3 - su
-                n = np
-                while n > 17:                       # 18 words a pass
-                    acc0 += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[4]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[12]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[16]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[20]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[24]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[28]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[32]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[36]) >> 16) & 0xffff) +
-                        (((ptr32(x)[10] * ptr32(y)[40]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[44]) >> 16) & 0xffff) +
-                        (((ptr32(x)[12] * ptr32(y)[48]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[52]) >> 16) & 0xffff) +
-                        (((ptr32(x)[14] * ptr32(y)[56]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[60]) >> 16) & 0xffff) +
-                        (((ptr32(x)[16] * ptr32(y)[64]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[68]) >> 16) & 0xffff))
-                    acc1 += ((((ptr32(x)[0] * ptr32(y)[1]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[5]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[9]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[13]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[17]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[21]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[25]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[29]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[33]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[37]) >> 16) & 0xffff) +
-                        (((ptr32(x)[10] * ptr32(y)[41]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[45]) >> 16) & 0xffff) +
-                        (((ptr32(x)[12] * ptr32(y)[49]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[53]) >> 16) & 0xffff) +
-                        (((ptr32(x)[14] * ptr32(y)[57]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[61]) >> 16) & 0xffff) +
-                        (((ptr32(x)[16] * ptr32(y)[65]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[69]) >> 16) & 0xffff))
-                    acc2 += ((((ptr32(x)[0] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[6]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[10]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[14]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[18]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[22]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[26]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[30]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[34]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[38]) >> 16) & 0xffff) +
-                        (((ptr32(x)[10] * ptr32(y)[42]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[46]) >> 16) & 0xffff) +
-                        (((ptr32(x)[12] * ptr32(y)[50]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[54]) >> 16) & 0xffff) +
-                        (((ptr32(x)[14] * ptr32(y)[58]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[62]) >> 16) & 0xffff) +
-                        (((ptr32(x)[16] * ptr32(y)[66]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[70]) >> 16) & 0xffff))
-                    acc3 += ((((ptr32(x)[0] * ptr32(y)[3]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[7]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[11]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[15]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[19]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[23]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[27]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[31]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[35]) >> 16) & 0xffff) + (((ptr32(x)[9] * ptr32(y)[39]) >> 16) & 0xffff) +
-                        (((ptr32(x)[10] * ptr32(y)[43]) >> 16) & 0xffff) + (((ptr32(x)[11] * ptr32(y)[47]) >> 16) & 0xffff) +
-                        (((ptr32(x)[12] * ptr32(y)[51]) >> 16) & 0xffff) + (((ptr32(x)[13] * ptr32(y)[55]) >> 16) & 0xffff) +
-                        (((ptr32(x)[14] * ptr32(y)[59]) >> 16) & 0xffff) + (((ptr32(x)[15] * ptr32(y)[63]) >> 16) & 0xffff) +
-                        (((ptr32(x)[16] * ptr32(y)[67]) >> 16) & 0xffff) + (((ptr32(x)[17] * ptr32(y)[71]) >> 16) & 0xffff))
-                    x = ptr8(int(x) + 72)
-                    y = ptr8(int(y) + 288)
+                n = nu
+                while n > 17:                       # 18 words a pass: x = a word, its 4 products, 4 sums
+                    x = ptr8(win[0]); ptr32(y)[0] = ptr32(y)[72] * int(x); ptr32(y)[1] = ptr32(y)[73] * int(x)
+                    ptr32(y)[2] = ptr32(y)[74] * int(x); ptr32(y)[3] = ptr32(y)[75] * int(x)
+                    x = ptr8(win[1]); ptr32(y)[4] = ptr32(y)[76] * int(x); ptr32(y)[5] = ptr32(y)[77] * int(x)
+                    ptr32(y)[6] = ptr32(y)[78] * int(x); ptr32(y)[7] = ptr32(y)[79] * int(x)
+                    x = ptr8(win[2]); ptr32(y)[8] = ptr32(y)[80] * int(x); ptr32(y)[9] = ptr32(y)[81] * int(x)
+                    ptr32(y)[10] = ptr32(y)[82] * int(x); ptr32(y)[11] = ptr32(y)[83] * int(x)
+                    x = ptr8(win[3]); ptr32(y)[12] = ptr32(y)[84] * int(x); ptr32(y)[13] = ptr32(y)[85] * int(x)
+                    ptr32(y)[14] = ptr32(y)[86] * int(x); ptr32(y)[15] = ptr32(y)[87] * int(x)
+                    x = ptr8(win[4]); ptr32(y)[16] = ptr32(y)[88] * int(x); ptr32(y)[17] = ptr32(y)[89] * int(x)
+                    ptr32(y)[18] = ptr32(y)[90] * int(x); ptr32(y)[19] = ptr32(y)[91] * int(x)
+                    x = ptr8(win[5]); ptr32(y)[20] = ptr32(y)[92] * int(x); ptr32(y)[21] = ptr32(y)[93] * int(x)
+                    ptr32(y)[22] = ptr32(y)[94] * int(x); ptr32(y)[23] = ptr32(y)[95] * int(x)
+                    x = ptr8(win[6]); ptr32(y)[24] = ptr32(y)[96] * int(x); ptr32(y)[25] = ptr32(y)[97] * int(x)
+                    ptr32(y)[26] = ptr32(y)[98] * int(x); ptr32(y)[27] = ptr32(y)[99] * int(x)
+                    x = ptr8(win[7]); ptr32(y)[28] = ptr32(y)[100] * int(x); ptr32(y)[29] = ptr32(y)[101] * int(x)
+                    ptr32(y)[30] = ptr32(y)[102] * int(x); ptr32(y)[31] = ptr32(y)[103] * int(x)
+                    x = ptr8(win[8]); ptr32(y)[32] = ptr32(y)[104] * int(x); ptr32(y)[33] = ptr32(y)[105] * int(x)
+                    ptr32(y)[34] = ptr32(y)[106] * int(x); ptr32(y)[35] = ptr32(y)[107] * int(x)
+                    x = ptr8(win[9]); ptr32(y)[36] = ptr32(y)[108] * int(x); ptr32(y)[37] = ptr32(y)[109] * int(x)
+                    ptr32(y)[38] = ptr32(y)[110] * int(x); ptr32(y)[39] = ptr32(y)[111] * int(x)
+                    x = ptr8(win[10]); ptr32(y)[40] = ptr32(y)[112] * int(x); ptr32(y)[41] = ptr32(y)[113] * int(x)
+                    ptr32(y)[42] = ptr32(y)[114] * int(x); ptr32(y)[43] = ptr32(y)[115] * int(x)
+                    x = ptr8(win[11]); ptr32(y)[44] = ptr32(y)[116] * int(x); ptr32(y)[45] = ptr32(y)[117] * int(x)
+                    ptr32(y)[46] = ptr32(y)[118] * int(x); ptr32(y)[47] = ptr32(y)[119] * int(x)
+                    x = ptr8(win[12]); ptr32(y)[48] = ptr32(y)[120] * int(x); ptr32(y)[49] = ptr32(y)[121] * int(x)
+                    ptr32(y)[50] = ptr32(y)[122] * int(x); ptr32(y)[51] = ptr32(y)[123] * int(x)
+                    x = ptr8(win[13]); ptr32(y)[52] = ptr32(y)[124] * int(x); ptr32(y)[53] = ptr32(y)[125] * int(x)
+                    ptr32(y)[54] = ptr32(y)[126] * int(x); ptr32(y)[55] = ptr32(y)[127] * int(x)
+                    x = ptr8(win[14]); ptr32(y)[56] = ptr32(y)[128] * int(x); ptr32(y)[57] = ptr32(y)[129] * int(x)
+                    ptr32(y)[58] = ptr32(y)[130] * int(x); ptr32(y)[59] = ptr32(y)[131] * int(x)
+                    x = ptr8(win[15]); ptr32(y)[60] = ptr32(y)[132] * int(x); ptr32(y)[61] = ptr32(y)[133] * int(x)
+                    ptr32(y)[62] = ptr32(y)[134] * int(x); ptr32(y)[63] = ptr32(y)[135] * int(x)
+                    x = ptr8(win[16]); ptr32(y)[64] = ptr32(y)[136] * int(x); ptr32(y)[65] = ptr32(y)[137] * int(x)
+                    ptr32(y)[66] = ptr32(y)[138] * int(x); ptr32(y)[67] = ptr32(y)[139] * int(x)
+                    x = ptr8(win[17]); ptr32(y)[68] = ptr32(y)[140] * int(x); ptr32(y)[69] = ptr32(y)[141] * int(x)
+                    ptr32(y)[70] = ptr32(y)[142] * int(x); ptr32(y)[71] = ptr32(y)[143] * int(x)
+                    acc0 += (ptr16(y)[1] + ptr16(y)[9] + ptr16(y)[17] + ptr16(y)[25] + ptr16(y)[33] + ptr16(y)[41] + ptr16(y)[49] + ptr16(y)[57] + ptr16(y)[65] +
+                        ptr16(y)[73] + ptr16(y)[81] + ptr16(y)[89] + ptr16(y)[97] + ptr16(y)[105] + ptr16(y)[113] + ptr16(y)[121] + ptr16(y)[129] + ptr16(y)[137])
+                    acc1 += (ptr16(y)[3] + ptr16(y)[11] + ptr16(y)[19] + ptr16(y)[27] + ptr16(y)[35] + ptr16(y)[43] + ptr16(y)[51] + ptr16(y)[59] + ptr16(y)[67] +
+                        ptr16(y)[75] + ptr16(y)[83] + ptr16(y)[91] + ptr16(y)[99] + ptr16(y)[107] + ptr16(y)[115] + ptr16(y)[123] + ptr16(y)[131] + ptr16(y)[139])
+                    acc2 += (ptr16(y)[5] + ptr16(y)[13] + ptr16(y)[21] + ptr16(y)[29] + ptr16(y)[37] + ptr16(y)[45] + ptr16(y)[53] + ptr16(y)[61] + ptr16(y)[69] +
+                        ptr16(y)[77] + ptr16(y)[85] + ptr16(y)[93] + ptr16(y)[101] + ptr16(y)[109] + ptr16(y)[117] + ptr16(y)[125] + ptr16(y)[133] + ptr16(y)[141])
+                    acc3 += (ptr16(y)[7] + ptr16(y)[15] + ptr16(y)[23] + ptr16(y)[31] + ptr16(y)[39] + ptr16(y)[47] + ptr16(y)[55] + ptr16(y)[63] + ptr16(y)[71] +
+                        ptr16(y)[79] + ptr16(y)[87] + ptr16(y)[95] + ptr16(y)[103] + ptr16(y)[111] + ptr16(y)[119] + ptr16(y)[127] + ptr16(y)[135] + ptr16(y)[143])
+                    win = ptr32(int(win) + 72)
+                    y = ptr8(int(y) + 576)
                     n -= 18
-                while n > 8:                        # nine words (np is 9 x the pairs)
-                    acc0 += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[4]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[12]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[16]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[20]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[24]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[28]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[32]) >> 16) & 0xffff))
-                    acc1 += ((((ptr32(x)[0] * ptr32(y)[1]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[5]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[9]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[13]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[17]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[21]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[25]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[29]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[33]) >> 16) & 0xffff))
-                    acc2 += ((((ptr32(x)[0] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[6]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[10]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[14]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[18]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[22]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[26]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[30]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[34]) >> 16) & 0xffff))
-                    acc3 += ((((ptr32(x)[0] * ptr32(y)[3]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[7]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[11]) >> 16) & 0xffff) + (((ptr32(x)[3] * ptr32(y)[15]) >> 16) & 0xffff) +
-                        (((ptr32(x)[4] * ptr32(y)[19]) >> 16) & 0xffff) + (((ptr32(x)[5] * ptr32(y)[23]) >> 16) & 0xffff) +
-                        (((ptr32(x)[6] * ptr32(y)[27]) >> 16) & 0xffff) + (((ptr32(x)[7] * ptr32(y)[31]) >> 16) & 0xffff) +
-                        (((ptr32(x)[8] * ptr32(y)[35]) >> 16) & 0xffff))
-                    x = ptr8(int(x) + 36)
-                    y = ptr8(int(y) + 144)
-                    n -= 9
-                while n:                            # one input channel: five words at 0 1 2 4 5 (x stays)
-                    acc0 += ((((ptr32(x)[0] * ptr32(y)[0]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[4]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[8]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[12]) >> 16) & 0xffff) +
-                        (((ptr32(x)[5] * ptr32(y)[16]) >> 16) & 0xffff))
-                    acc1 += ((((ptr32(x)[0] * ptr32(y)[1]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[5]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[9]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[13]) >> 16) & 0xffff) +
-                        (((ptr32(x)[5] * ptr32(y)[17]) >> 16) & 0xffff))
-                    acc2 += ((((ptr32(x)[0] * ptr32(y)[2]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[6]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[10]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[14]) >> 16) & 0xffff) +
-                        (((ptr32(x)[5] * ptr32(y)[18]) >> 16) & 0xffff))
-                    acc3 += ((((ptr32(x)[0] * ptr32(y)[3]) >> 16) & 0xffff) + (((ptr32(x)[1] * ptr32(y)[7]) >> 16) & 0xffff) +
-                        (((ptr32(x)[2] * ptr32(y)[11]) >> 16) & 0xffff) + (((ptr32(x)[4] * ptr32(y)[15]) >> 16) & 0xffff) +
-                        (((ptr32(x)[5] * ptr32(y)[19]) >> 16) & 0xffff))
-                    n = 0
-                x = ptr8(int(x) - back)
+                while n:                            # (one test for both in the common case)
+                    while n > 8:                        # nine words (np is 9 x the pairs)
+                        x = ptr8(win[0]); ptr32(y)[0] = ptr32(y)[36] * int(x); ptr32(y)[1] = ptr32(y)[37] * int(x)
+                        ptr32(y)[2] = ptr32(y)[38] * int(x); ptr32(y)[3] = ptr32(y)[39] * int(x)
+                        x = ptr8(win[1]); ptr32(y)[4] = ptr32(y)[40] * int(x); ptr32(y)[5] = ptr32(y)[41] * int(x)
+                        ptr32(y)[6] = ptr32(y)[42] * int(x); ptr32(y)[7] = ptr32(y)[43] * int(x)
+                        x = ptr8(win[2]); ptr32(y)[8] = ptr32(y)[44] * int(x); ptr32(y)[9] = ptr32(y)[45] * int(x)
+                        ptr32(y)[10] = ptr32(y)[46] * int(x); ptr32(y)[11] = ptr32(y)[47] * int(x)
+                        x = ptr8(win[3]); ptr32(y)[12] = ptr32(y)[48] * int(x); ptr32(y)[13] = ptr32(y)[49] * int(x)
+                        ptr32(y)[14] = ptr32(y)[50] * int(x); ptr32(y)[15] = ptr32(y)[51] * int(x)
+                        x = ptr8(win[4]); ptr32(y)[16] = ptr32(y)[52] * int(x); ptr32(y)[17] = ptr32(y)[53] * int(x)
+                        ptr32(y)[18] = ptr32(y)[54] * int(x); ptr32(y)[19] = ptr32(y)[55] * int(x)
+                        x = ptr8(win[5]); ptr32(y)[20] = ptr32(y)[56] * int(x); ptr32(y)[21] = ptr32(y)[57] * int(x)
+                        ptr32(y)[22] = ptr32(y)[58] * int(x); ptr32(y)[23] = ptr32(y)[59] * int(x)
+                        x = ptr8(win[6]); ptr32(y)[24] = ptr32(y)[60] * int(x); ptr32(y)[25] = ptr32(y)[61] * int(x)
+                        ptr32(y)[26] = ptr32(y)[62] * int(x); ptr32(y)[27] = ptr32(y)[63] * int(x)
+                        x = ptr8(win[7]); ptr32(y)[28] = ptr32(y)[64] * int(x); ptr32(y)[29] = ptr32(y)[65] * int(x)
+                        ptr32(y)[30] = ptr32(y)[66] * int(x); ptr32(y)[31] = ptr32(y)[67] * int(x)
+                        x = ptr8(win[8]); ptr32(y)[32] = ptr32(y)[68] * int(x); ptr32(y)[33] = ptr32(y)[69] * int(x)
+                        ptr32(y)[34] = ptr32(y)[70] * int(x); ptr32(y)[35] = ptr32(y)[71] * int(x)
+                        acc0 += (ptr16(y)[1] + ptr16(y)[9] + ptr16(y)[17] + ptr16(y)[25] + ptr16(y)[33] + ptr16(y)[41] + ptr16(y)[49] + ptr16(y)[57] + ptr16(y)[65])
+                        acc1 += (ptr16(y)[3] + ptr16(y)[11] + ptr16(y)[19] + ptr16(y)[27] + ptr16(y)[35] + ptr16(y)[43] + ptr16(y)[51] + ptr16(y)[59] + ptr16(y)[67])
+                        acc2 += (ptr16(y)[5] + ptr16(y)[13] + ptr16(y)[21] + ptr16(y)[29] + ptr16(y)[37] + ptr16(y)[45] + ptr16(y)[53] + ptr16(y)[61] + ptr16(y)[69])
+                        acc3 += (ptr16(y)[7] + ptr16(y)[15] + ptr16(y)[23] + ptr16(y)[31] + ptr16(y)[39] + ptr16(y)[47] + ptr16(y)[55] + ptr16(y)[63] + ptr16(y)[71])
+                        win = ptr32(int(win) + 36)
+                        y = ptr8(int(y) + 288)
+                        n -= 9
+                    while n:                            # one input channel: five words at 0 1 2 4 5
+                        x = ptr8(win[0]); ptr32(y)[0] = ptr32(y)[20] * int(x); ptr32(y)[1] = ptr32(y)[21] * int(x)
+                        ptr32(y)[2] = ptr32(y)[22] * int(x); ptr32(y)[3] = ptr32(y)[23] * int(x)
+                        x = ptr8(win[1]); ptr32(y)[4] = ptr32(y)[24] * int(x); ptr32(y)[5] = ptr32(y)[25] * int(x)
+                        ptr32(y)[6] = ptr32(y)[26] * int(x); ptr32(y)[7] = ptr32(y)[27] * int(x)
+                        x = ptr8(win[2]); ptr32(y)[8] = ptr32(y)[28] * int(x); ptr32(y)[9] = ptr32(y)[29] * int(x)
+                        ptr32(y)[10] = ptr32(y)[30] * int(x); ptr32(y)[11] = ptr32(y)[31] * int(x)
+                        x = ptr8(win[4]); ptr32(y)[12] = ptr32(y)[32] * int(x); ptr32(y)[13] = ptr32(y)[33] * int(x)
+                        ptr32(y)[14] = ptr32(y)[34] * int(x); ptr32(y)[15] = ptr32(y)[35] * int(x)
+                        x = ptr8(win[5]); ptr32(y)[16] = ptr32(y)[36] * int(x); ptr32(y)[17] = ptr32(y)[37] * int(x)
+                        ptr32(y)[18] = ptr32(y)[38] * int(x); ptr32(y)[19] = ptr32(y)[39] * int(x)
+                        acc0 += (ptr16(y)[1] + ptr16(y)[9] + ptr16(y)[17] + ptr16(y)[25] + ptr16(y)[33])
+                        acc1 += (ptr16(y)[3] + ptr16(y)[11] + ptr16(y)[19] + ptr16(y)[27] + ptr16(y)[35])
+                        acc2 += (ptr16(y)[5] + ptr16(y)[13] + ptr16(y)[21] + ptr16(y)[29] + ptr16(y)[37])
+                        acc3 += (ptr16(y)[7] + ptr16(y)[15] + ptr16(y)[23] + ptr16(y)[31] + ptr16(y)[39])
+                        n = 0
+                n = ns
+                while n > 17:                       # signed lanes: each product + cc
+                    x = ptr8(win[0]); ptr32(y)[0] = ptr32(y)[72] * int(x) + cc; ptr32(y)[1] = ptr32(y)[73] * int(x) + cc
+                    ptr32(y)[2] = ptr32(y)[74] * int(x) + cc; ptr32(y)[3] = ptr32(y)[75] * int(x) + cc
+                    x = ptr8(win[1]); ptr32(y)[4] = ptr32(y)[76] * int(x) + cc; ptr32(y)[5] = ptr32(y)[77] * int(x) + cc
+                    ptr32(y)[6] = ptr32(y)[78] * int(x) + cc; ptr32(y)[7] = ptr32(y)[79] * int(x) + cc
+                    x = ptr8(win[2]); ptr32(y)[8] = ptr32(y)[80] * int(x) + cc; ptr32(y)[9] = ptr32(y)[81] * int(x) + cc
+                    ptr32(y)[10] = ptr32(y)[82] * int(x) + cc; ptr32(y)[11] = ptr32(y)[83] * int(x) + cc
+                    x = ptr8(win[3]); ptr32(y)[12] = ptr32(y)[84] * int(x) + cc; ptr32(y)[13] = ptr32(y)[85] * int(x) + cc
+                    ptr32(y)[14] = ptr32(y)[86] * int(x) + cc; ptr32(y)[15] = ptr32(y)[87] * int(x) + cc
+                    x = ptr8(win[4]); ptr32(y)[16] = ptr32(y)[88] * int(x) + cc; ptr32(y)[17] = ptr32(y)[89] * int(x) + cc
+                    ptr32(y)[18] = ptr32(y)[90] * int(x) + cc; ptr32(y)[19] = ptr32(y)[91] * int(x) + cc
+                    x = ptr8(win[5]); ptr32(y)[20] = ptr32(y)[92] * int(x) + cc; ptr32(y)[21] = ptr32(y)[93] * int(x) + cc
+                    ptr32(y)[22] = ptr32(y)[94] * int(x) + cc; ptr32(y)[23] = ptr32(y)[95] * int(x) + cc
+                    x = ptr8(win[6]); ptr32(y)[24] = ptr32(y)[96] * int(x) + cc; ptr32(y)[25] = ptr32(y)[97] * int(x) + cc
+                    ptr32(y)[26] = ptr32(y)[98] * int(x) + cc; ptr32(y)[27] = ptr32(y)[99] * int(x) + cc
+                    x = ptr8(win[7]); ptr32(y)[28] = ptr32(y)[100] * int(x) + cc; ptr32(y)[29] = ptr32(y)[101] * int(x) + cc
+                    ptr32(y)[30] = ptr32(y)[102] * int(x) + cc; ptr32(y)[31] = ptr32(y)[103] * int(x) + cc
+                    x = ptr8(win[8]); ptr32(y)[32] = ptr32(y)[104] * int(x) + cc; ptr32(y)[33] = ptr32(y)[105] * int(x) + cc
+                    ptr32(y)[34] = ptr32(y)[106] * int(x) + cc; ptr32(y)[35] = ptr32(y)[107] * int(x) + cc
+                    x = ptr8(win[9]); ptr32(y)[36] = ptr32(y)[108] * int(x) + cc; ptr32(y)[37] = ptr32(y)[109] * int(x) + cc
+                    ptr32(y)[38] = ptr32(y)[110] * int(x) + cc; ptr32(y)[39] = ptr32(y)[111] * int(x) + cc
+                    x = ptr8(win[10]); ptr32(y)[40] = ptr32(y)[112] * int(x) + cc; ptr32(y)[41] = ptr32(y)[113] * int(x) + cc
+                    ptr32(y)[42] = ptr32(y)[114] * int(x) + cc; ptr32(y)[43] = ptr32(y)[115] * int(x) + cc
+                    x = ptr8(win[11]); ptr32(y)[44] = ptr32(y)[116] * int(x) + cc; ptr32(y)[45] = ptr32(y)[117] * int(x) + cc
+                    ptr32(y)[46] = ptr32(y)[118] * int(x) + cc; ptr32(y)[47] = ptr32(y)[119] * int(x) + cc
+                    x = ptr8(win[12]); ptr32(y)[48] = ptr32(y)[120] * int(x) + cc; ptr32(y)[49] = ptr32(y)[121] * int(x) + cc
+                    ptr32(y)[50] = ptr32(y)[122] * int(x) + cc; ptr32(y)[51] = ptr32(y)[123] * int(x) + cc
+                    x = ptr8(win[13]); ptr32(y)[52] = ptr32(y)[124] * int(x) + cc; ptr32(y)[53] = ptr32(y)[125] * int(x) + cc
+                    ptr32(y)[54] = ptr32(y)[126] * int(x) + cc; ptr32(y)[55] = ptr32(y)[127] * int(x) + cc
+                    x = ptr8(win[14]); ptr32(y)[56] = ptr32(y)[128] * int(x) + cc; ptr32(y)[57] = ptr32(y)[129] * int(x) + cc
+                    ptr32(y)[58] = ptr32(y)[130] * int(x) + cc; ptr32(y)[59] = ptr32(y)[131] * int(x) + cc
+                    x = ptr8(win[15]); ptr32(y)[60] = ptr32(y)[132] * int(x) + cc; ptr32(y)[61] = ptr32(y)[133] * int(x) + cc
+                    ptr32(y)[62] = ptr32(y)[134] * int(x) + cc; ptr32(y)[63] = ptr32(y)[135] * int(x) + cc
+                    x = ptr8(win[16]); ptr32(y)[64] = ptr32(y)[136] * int(x) + cc; ptr32(y)[65] = ptr32(y)[137] * int(x) + cc
+                    ptr32(y)[66] = ptr32(y)[138] * int(x) + cc; ptr32(y)[67] = ptr32(y)[139] * int(x) + cc
+                    x = ptr8(win[17]); ptr32(y)[68] = ptr32(y)[140] * int(x) + cc; ptr32(y)[69] = ptr32(y)[141] * int(x) + cc
+                    ptr32(y)[70] = ptr32(y)[142] * int(x) + cc; ptr32(y)[71] = ptr32(y)[143] * int(x) + cc
+                    acc0 += (ptr16(y)[1] + ptr16(y)[9] + ptr16(y)[17] + ptr16(y)[25] + ptr16(y)[33] + ptr16(y)[41] + ptr16(y)[49] + ptr16(y)[57] + ptr16(y)[65] +
+                        ptr16(y)[73] + ptr16(y)[81] + ptr16(y)[89] + ptr16(y)[97] + ptr16(y)[105] + ptr16(y)[113] + ptr16(y)[121] + ptr16(y)[129] + ptr16(y)[137])
+                    acc1 += (ptr16(y)[3] + ptr16(y)[11] + ptr16(y)[19] + ptr16(y)[27] + ptr16(y)[35] + ptr16(y)[43] + ptr16(y)[51] + ptr16(y)[59] + ptr16(y)[67] +
+                        ptr16(y)[75] + ptr16(y)[83] + ptr16(y)[91] + ptr16(y)[99] + ptr16(y)[107] + ptr16(y)[115] + ptr16(y)[123] + ptr16(y)[131] + ptr16(y)[139])
+                    acc2 += (ptr16(y)[5] + ptr16(y)[13] + ptr16(y)[21] + ptr16(y)[29] + ptr16(y)[37] + ptr16(y)[45] + ptr16(y)[53] + ptr16(y)[61] + ptr16(y)[69] +
+                        ptr16(y)[77] + ptr16(y)[85] + ptr16(y)[93] + ptr16(y)[101] + ptr16(y)[109] + ptr16(y)[117] + ptr16(y)[125] + ptr16(y)[133] + ptr16(y)[141])
+                    acc3 += (ptr16(y)[7] + ptr16(y)[15] + ptr16(y)[23] + ptr16(y)[31] + ptr16(y)[39] + ptr16(y)[47] + ptr16(y)[55] + ptr16(y)[63] + ptr16(y)[71] +
+                        ptr16(y)[79] + ptr16(y)[87] + ptr16(y)[95] + ptr16(y)[103] + ptr16(y)[111] + ptr16(y)[119] + ptr16(y)[127] + ptr16(y)[135] + ptr16(y)[143])
+                    win = ptr32(int(win) + 72)
+                    y = ptr8(int(y) + 576)
+                    n -= 18
+                xw += ws
                 acc0 >>= sh0                         # arithmetic shift
-                if uint(acc0 - lo) > uint(hi):      # outside [lo, 127]: one compare in the common case
-                    if acc0 < lo:
-                        acc0 = lo
+                if uint(acc0) > uint(127):       # outside [0, 127] (the lane paths take relu convs): one compare
+                    if acc0 < 0:
+                        acc0 = 0
                     else:
                         acc0 = 127
                 d0[ox] = acc0
                 acc1 >>= sh1
-                if uint(acc1 - lo) > uint(hi):
-                    if acc1 < lo:
-                        acc1 = lo
+                if uint(acc1) > uint(127):
+                    if acc1 < 0:
+                        acc1 = 0
                     else:
                         acc1 = 127
                 d1[ox] = acc1
                 acc2 >>= sh2
-                if uint(acc2 - lo) > uint(hi):
-                    if acc2 < lo:
-                        acc2 = lo
+                if uint(acc2) > uint(127):
+                    if acc2 < 0:
+                        acc2 = 0
                     else:
                         acc2 = 127
                 d2[ox] = acc2
                 acc3 >>= sh3
-                if uint(acc3 - lo) > uint(hi):
-                    if acc3 < lo:
-                        acc3 = lo
+                if uint(acc3) > uint(127):
+                    if acc3 < 0:
+                        acc3 = 0
                     else:
                         acc3 = 127
                 d3[ox] = acc3
-            wc += 16 * np
+            wc += 32 * np
             o += 4 * ho * wo
         q += wo
 
@@ -494,6 +627,26 @@ def maxpool_v(x: ptr8, y: ptr8, w: ptr8, b: ptr8, s: ptr8, p: ptr32):
                 y[0] = m ^ 0x80
                 y = ptr8(int(y) + 1)
                 x = ptr8(int(x) + 2)
+
+
+@micropython.viper
+def s2d_v(x: ptr8, y: ptr8, w: ptr8, b: ptr8, s: ptr8, p: ptr32):
+    # p: c, h, w. 2x2 space to depth, floor: y[4c + 2a + b][i][j] = x[c][2i + a][2j + b]; x and y walk.
+    h = p[1]
+    wd = p[2]
+    wo = wd >> 1
+    skip = 2 * wd - 2 * wo                          # from the end of a row's pass to row 2i + 2
+    src = int(x)
+    for co in range(4 * p[0]):
+        x = ptr8(src + ((co >> 2) * h + (co >> 1 & 1)) * wd + (co & 1))
+        for i in range(h >> 1):
+            n = wo
+            while n:
+                y[0] = x[0]
+                x = ptr8(int(x) + 2)
+                y = ptr8(int(y) + 1)
+                n -= 1
+            x = ptr8(int(x) + skip)
 
 
 @micropython.viper
@@ -616,10 +769,16 @@ def compress_v(x: ptr8, y: ptr8, w: ptr8, b: ptr8, s: ptr8, p: ptr32):
             i += 1
 
 
+def _at(co, j, np):
+    # output channel co's weight word j in a lane layout: groups of four channels, passes of 18 (or
+    # 9, 5) words, each pass's weights after room for its products
+    return 32 * (co >> 2) * np + 576 * (j // 18) + 16 * min(18, np - j // 18 * 18) + 16 * (j % 18) + 4 * (co & 3)
+
+
 def prepare(op, w, b, s, p):
     """The (w, b, s, p) a kernel takes for a blob op's weights, biases, shifts and sizes: CONV's
     unsigned layout (see conv_v), laid out once when the model loads; other ops as they are."""
-    if op == 7:                                     # DENSE over an int16 src (dense16_v)
+    if op == 8:                                     # DENSE over an int16 src (dense16_v)
         nin, nout = p[0], p[1]
         lay = bytearray(2 * nin + nin * nout)      # u first: 16-bit loads need 2-byte alignment
         c = array("i", bytes(4 * nout))
@@ -643,18 +802,21 @@ def prepare(op, w, b, s, p):
     plane = (h + 2) * (wd + 2)
     at_pk = 4 * (wd + 2)                            # after room for 128 * sum of each window (int32)
     co2 = (cout + 3) // 4 * 4                       # the dots go four output channels at a time
-    at_lb = at_pk + 4 * co2 * np
+    at_lb = at_pk + 8 * co2 * np                   # (each pass's products beside its weights)
     at_img = at_lb + 4 * co2                        # the input as lanes, border 0
     at_row = at_img + 4 * pairs * plane             # three of its rows interleaved
     at_w = at_row + 12 * pairs * (wd + 2)
     at_padu = at_w + cout * k                       # the input as u = x + 128, border 128 (rows
     at_col = at_padu + (_ROW * (h + 2) if cin == 1 and wd + 2 <= _ROW else cin * plane)   # _ROW apart: conv_v)
-    lay = bytearray(at_col + k * wo + wo)          # + scratch for an odd cout's extra channel
+    at_sk = at_col + k * wo + wo                   # + scratch for an odd cout's extra channel
+    sg = cin % 4 == 0 and np and b"\x80" not in bytes(w)  # signed lanes: |w| <= 127, 18-word passes
+    lay = bytearray(at_sk + (8 * co2 * np if sg else 0))    # signed lanes' weight words
     for i in range(at_padu, at_col):
         lay[i] = 128
     c = array("i", bytes(4 * co2))
     for co in range(cout):
         sw = 0
+        words = [0] * np                            # signed lanes: W = w[odd ci] + w[even ci] << 16
         for i in range(k):
             v = w[co * k + i] ^ 0x80                # int8 byte -> v = w + 128
             lay[at_w + co * k + i] = v
@@ -665,14 +827,19 @@ def prepare(op, w, b, s, p):
                 if cin == 1:                        # words: rows 0/1 of kx 0, row 2's kx 0/1, rows 0/1
                     j = (kx + 1 if kx else 0) if ky < 2 else 1 + 3 * (kx >> 1)    # of kx 1, of kx 2, row 2's kx 2
                     hi = ky == 0 or ky == 2 and kx != 1
-                lay[at_pk + 4 * ((co >> 2) * 4 * np + 4 * j + (co & 3)) + (2 if hi else 0)] = v
+                lay[at_pk + _at(co, j, np) + (2 if hi else 0)] = v
+                words[j] += (v - 128) << (16 if hi else 0)
             sw += v - 128
+        for j in range(np if sg else 0):
+            for i in range(4):
+                lay[at_sk + _at(co, j, np) + i] = (words[j] >> 8 * i) & 0xff
         r = _bias(b, co) + ((1 << s[co]) >> 1)
         c[co] = r - 128 * sw
         for i in range(4):
             lay[at_lb + 4 * co + i] = (r >> 8 * i) & 0xff
-    return lay, c, s, array("i", list(p) + [at_w, at_padu, at_img, at_pk, at_lb, at_row, np, at_col])
+    return lay, c, s, array("i", list(p) + [at_w, at_padu, at_img, at_pk, at_lb, at_row, np, at_col,
+                                            at_sk if sg else 0])
 
 
 # in blob op order (blob.CONV == 1 ...), then dense over an int16 src
-KERNELS = (conv_v, maxpool_v, gpool_v, dense_v, logit_v, compress_v, dense16_v)
+KERNELS = (conv_v, maxpool_v, gpool_v, dense_v, logit_v, compress_v, s2d_v, dense16_v)

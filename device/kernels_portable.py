@@ -56,6 +56,18 @@ def maxpool_p(x, y, w, b, s, p):
                 o += 1
 
 
+def s2d_p(x, y, w, b, s, p):
+    h = p[1]
+    wd = p[2]
+    o = 0
+    for co in range(4 * p[0]):
+        r = ((co >> 2) * h + (co >> 1 & 1)) * wd + (co & 1)
+        for i in range(h >> 1):
+            for j in range(wd >> 1):
+                y[o] = x[r + 2 * i * wd + 2 * j]
+                o += 1
+
+
 def _wr16(y, i, v):
     y[2 * i] = v & 0xff
     y[2 * i + 1] = (v >> 8) & 0xff
@@ -126,4 +138,4 @@ def prepare(op, w, b, s, p):
 
 
 # in blob op order (blob.CONV == 1 ...), then dense over an int16 src
-KERNELS = (conv_p, maxpool_p, gpool_p, dense_p, logit_p, compress_p, dense16_p)
+KERNELS = (conv_p, maxpool_p, gpool_p, dense_p, logit_p, compress_p, s2d_p, dense16_p)

@@ -51,9 +51,9 @@ class Model:
             nw, nb, ns = blob._extents(op, m["bufs"][si], m["bufs"][di], stride)[0]
             p = {blob.CONV: (c, h, w, co, stride, ho, wo_, relu), blob.MAXPOOL: (c, h, w),
                  blob.GPOOL: (c, h * w, mm, k, j), blob.DENSE: (c * h * w, co, relu), blob.LOGIT: (c * h * w,),
-                 blob.COMPRESS: (c, h * w)}[op]
+                 blob.COMPRESS: (c, h * w), blob.S2D: (c, h, w)}[op]
             sl = lambda off, n: bv[off:off + n] if n else dummy
-            k = 7 if kind == blob.I16 else op            # 7: dense over a GPOOL's int16
+            k = 8 if kind == blob.I16 else op            # 8: dense over a GPOOL's int16
             self._plan[phase].append((fns[k - 1], mem[si], mem[di]) + prepare(k, sl(wo, nw), sl(bo, nb), sl(so, ns), array("i", p)))
             if op == blob.LOGIT:
                 self._logit = mem[di]

@@ -320,6 +320,20 @@ def body_costs(fn):
     return costs
 
 
+def lane_loops(fn):
+    """Per loop of fn: "lane" if it is one of conv_v's lane paths (multiplies words, reads their
+    products' upper halves with 16-bit loads, no byte loads; the one-MAC path's loops load bytes),
+    "signed lanes" if each of its products gets a value from the stack added (+ 2^31 + 2^15), else ""."""
+    out = []
+    for a, b in fn.loops:
+        seq = [i for i in fn.insns if a <= i.addr <= b]
+        ops = {i.op for i in seq}
+        after = {seq[k + 1].op == "l32i" and "a1," in seq[k + 1].args for k, i in enumerate(seq[:-1]) if i.op == "mull"}
+        lane = {"mull", "l16ui"} <= ops and "l8ui" not in ops
+        out.append(("signed lanes" if after == {True} else "lane") if lane else "")
+    return out
+
+
 def _instrument(src, fns):
     """kernels.py with `_N[k] += 1` at the top of each loop body of each viper function (k numbers the
     loops of all functions in order), and _N a global array: run counts per loop."""
@@ -406,7 +420,7 @@ def stage1_cycles(blob_or_dir, kernels=None, inputs=None):
     if r.returncode:
         raise UgateError(f"counting run failed in MicroPython: {(r.stdout + r.stderr).strip().splitlines()[-1:]}")
     rows, bufs = [], model["bufs"]
-    lane = {n: [{"mull", "and"} <= {i.op for i in f.insns if a <= i.addr <= b} for a, b in f.loops] for n, f in fns.items()}
+    lane = {n: lane_loops(f) for n, f in fns.items()}
     for (name, n_smp, *counts), op in zip((ln.split() for ln in r.stdout.strip().splitlines()), model["ops"]):
         fn = fns[name]
         k = slots[name]
@@ -426,7 +440,8 @@ def stage1_cycles(blob_or_dir, kernels=None, inputs=None):
         rows.append({"name": bufs[dst_i][0], "op": B.OPS[kind], "phase": phase, "fn": name, "macs": macs,
                      "calls": calls, "instructions": ins, "cycles": cyc,
                      "loops": [(c[0], c[1], n) for c, n in zip(costs[1:], runs[:nl])], "per_call": costs[0],
-                     "path": ("lane" if any(n for n, ln in zip(runs, lane[name]) if ln) else "signed")
+                     "path": next((p for p in ("signed lanes", "lane") if any(n for n, ln in zip(runs, lane[name])
+                                                                                if ln == p)), "signed")
                      if kind == B.CONV else None,
                      "instructions_per_mac": ins / macs if macs else None, "cycles_per_mac": cyc / macs if macs else None})
     return rows

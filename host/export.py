@@ -69,7 +69,7 @@ def calibrate(net, x):
     """Activation scales: input, every stage-1 block, the gate conv, the gate's hidden layer."""
     x = torch.as_tensor(x)
     s = {"input": _scale(x.numpy())}
-    a = x
+    a = F.pixel_unshuffle(x, 2) if net.cfg.s2d else x
     for i, blk in enumerate(net.stage1):
         a = F.relu(blk.bn(blk.conv(a)))
         s[f"conv{i}"] = _scale(a.numpy())
@@ -108,6 +108,9 @@ def build(net, scales, threshold, fe=None):
         return dst, scales[name]
 
     src, s = 0, scales["input"]
+    if net.cfg.s2d:
+        c, h, w = net.cfg.in_shape
+        src = add(B.S2D, src, "s2d", (4 * c, h // 2, w // 2), B.STAGE1)
     for i, blk in enumerate(net.stage1):
         src, s = block(src, f"conv{i}", blk, s, B.STAGE1)
     s1, s_act = src, s

@@ -2,8 +2,8 @@
 Gated Compression layer inserted between them.
 
 Everything in stage 1 and the GC layer uses only ops the int8 export and the device kernels know
-(docs/design.md, "Op set"): ConvBlock (conv 3x3 + BatchNorm + ReLU + optional 2x2 max pool),
-global max / mean pooling, Linear + ReLU, and the shifted ReLU of the compression. Stage 2 is free
+(docs/design.md, "Op set"): an optional 2x2 space to depth of the input, ConvBlock (conv 3x3 +
+BatchNorm + ReLU + optional 2x2 max pool), global max / mean pooling, Linear + ReLU, and the shifted ReLU of the compression. Stage 2 is free
 (it runs in float on the NPU stand-in) but stays plain so tinygrad can mirror it.
 """
 from dataclasses import dataclass, field, asdict
@@ -25,6 +25,8 @@ class NetConfig:
     gate_hidden: int = 64
     gate_conv: int = 16         # >0: a ConvBlock of this width on the gate branch before pooling
                                 # (fashion-mnist: 95 -> 98% of negatives stopped at 99% recall)
+    s2d: bool = False           # the input as 2x2 space to depth (4C, H/2, W/2) before block 0: a
+                                # one-channel first conv gets 4 (docs/design.md, "Viper kernels")
 
     def to_dict(self):
         return asdict(self)
@@ -74,6 +76,8 @@ class GCLayer(nn.Module):
 
 def _out_shape(cfg, n_blocks):
     c, h, w = cfg.in_shape
+    if cfg.s2d:
+        c, h, w = 4 * c, h // 2, w // 2
     for i in range(n_blocks):
         c = cfg.channels[i]
         h, w = -(-h // cfg.strides[i]), -(-w // cfg.strides[i])
@@ -88,7 +92,7 @@ class Net(nn.Module):
     def __init__(self, cfg: NetConfig, gated=False):
         super().__init__()
         self.cfg = cfg
-        cins = [cfg.in_shape[0]] + cfg.channels[:-1]
+        cins = [cfg.in_shape[0] * (4 if cfg.s2d else 1)] + cfg.channels[:-1]
         blocks = [ConvBlock(ci, co, s, p) for ci, co, s, p in zip(cins, cfg.channels, cfg.strides, cfg.pools)]
         self.stage1 = nn.Sequential(*blocks[:cfg.split])
         c, h, w = _out_shape(cfg, len(cfg.channels))
@@ -104,7 +108,7 @@ class Net(nn.Module):
     def forward(self, x):
         """Returns (class logits [N,K], gate logit [N] or None, compressed activations or None).
         The class logits are computed for every sample; gating is applied by the caller."""
-        a = self.stage1(x)
+        a = self.stage1(F.pixel_unshuffle(x, 2) if self.cfg.s2d else x)
         if self.gc is None:
             return self.stage2(a), None, None
         gate, z = self.gc(a)
@@ -116,6 +120,15 @@ def gated_from_baseline(baseline: Net) -> Net:
     net = Net(baseline.cfg, gated=True)
     net.load_state_dict(baseline.state_dict(), strict=False)
     return net
+
+
+def load_matching(net: Net, state) -> int:
+    """Copy every tensor of `state` whose name and shape match into `net` (a start from another
+    model: a different input size or class count leaves the parts that differ as initialized)."""
+    own = net.state_dict()
+    same = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    net.load_state_dict(same, strict=False)
+    return len(same)
 
 
 def save(net: Net, path, **extra):

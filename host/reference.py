@@ -87,6 +87,13 @@ def compress(x, t):
     return np.clip(x.astype(np.int64) - t.astype(np.int64)[None, :, None, None], 0, 127)
 
 
+def s2d(x):
+    """2x2 space to depth, floor: (N, C, H, W) -> (N, 4C, H // 2, W // 2), channel 4c + 2a + b."""
+    n, c, h, w = x.shape
+    x = x[:, :, :h // 2 * 2, :w // 2 * 2].reshape(n, c, h // 2, 2, w // 2, 2)
+    return x.transpose(0, 1, 3, 5, 2, 4).reshape(n, 4 * c, h // 2, w // 2)
+
+
 def load(blob):
     """(raw bytes, parsed dict) from a path, bytes or an already loaded (raw, parsed) pair."""
     if isinstance(blob, tuple):
@@ -124,6 +131,8 @@ def _run_op(raw, model, i, x):
         return dense(x, w.reshape(len(b), -1), b, n, relu, name)
     if kind == B.LOGIT:
         return logit(x, w, b, name)
+    if kind == B.S2D:
+        return s2d(x)
     return compress(x, w)
 
 

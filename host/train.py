@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from ugate import UgateError, augment, calibrate
 from ugate.calibrate import CONFIDENCE, calibrate_threshold, misses_allowed  # noqa: F401 (callers import them here)
-from ugate.model import Net, NetConfig, _out_shape, gated_from_baseline, save
+from ugate.model import Net, NetConfig, _out_shape, gated_from_baseline, load_matching, save
 
 # Defaults, tuned on fashion-mnist ("bag" positive): a default run takes ~100 s on 2 cores.
 STEPS = 2500        # per phase (the baseline, then the gated model): 6 epochs of fashion-mnist
@@ -25,6 +25,11 @@ ALPHA = 1.0         # gate BCE weight
 POS_WEIGHT = 5.0    # positives weigh more in the gate BCE: a missed positive is the costly error
 RANK = 1.0          # pairwise loss: every negative below every positive in a batch
 BETA = 8.0          # sparsity: L1 on the compressed activations (fashion-mnist zeros: 2 -> 96%, 4 -> 97%, 8 -> 97-98%)
+TEMP = 2.0          # distillation temperature
+# small sets (docs/design.md, "Small data"): stage 2 distilled from the baseline keeps its accuracy under
+# twice the sparsity weight; the compression thresholds learn 10x faster (a few hundred batches
+# otherwise leave them short of the zeros a bundled run reaches)
+SMALL = {"distil": 1.0, "beta": 16.0, "threshold_lr": 10.0}
 MAX_FOLDS = 5       # small sets: cross-fitted models (the deployed one is fold 0), CPU grows with it
 KEYS = ("baseline_accuracy", "gated_accuracy", "negatives_stopped", "gate_recall", "positive_zeros", "threshold")
 
@@ -44,12 +49,15 @@ def _batches(n, batch, gen):
     return torch.randperm(n, generator=gen).split(batch)
 
 
-def _fit(net, x, y, epochs, loss_fn, desc, seed, lr=LR, batch=BATCH, quiet=False):
+def _fit(net, x, y, epochs, loss_fn, desc, seed, lr=LR, batch=BATCH, quiet=False, threshold_lr=1.0):
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    fast = [p for k, p in net.named_parameters() if k == "gc.threshold"]
+    groups = [{"params": [p for k, p in net.named_parameters() if k != "gc.threshold"], "lr": lr}]
+    groups += [{"params": fast, "lr": lr * threshold_lr}] if fast else []
+    opt = torch.optim.Adam(groups, lr=lr)
     steps = epochs * -(-len(x) // batch)
     # one cycle needs a warm-up and a decay of a step or more each: a small --limit gives few steps
-    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=max(0.2, 2 / steps))
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, [g["lr"] for g in groups], total_steps=steps, pct_start=max(0.2, 2 / steps))
              if steps >= 4 else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
     net.train()
     with tqdm(total=steps, desc=desc, unit="batch", disable=quiet, leave=False) as bar:
@@ -70,10 +78,16 @@ def task_loss(net, x, y):
     return loss, {"task": loss.item()}
 
 
-def joint_loss(net, x, y, alpha=ALPHA, beta=BETA, pos_weight=POS_WEIGHT, rank=RANK):
-    """task + alpha * (gate BCE + rank * pairwise ranking) + beta * L1(compressed activations)."""
+def joint_loss(net, x, y, alpha=ALPHA, beta=BETA, pos_weight=POS_WEIGHT, rank=RANK, distil=0.0, teacher=None):
+    """task + alpha * (gate BCE + rank * pairwise ranking) + beta * L1(compressed activations);
+    with a teacher, task also has distil * KL(teacher || net) at temperature TEMP."""
     logits, gate, z = net(x)
     task = F.cross_entropy(logits, y)
+    if distil and teacher is not None:
+        # few labels: the baseline's soft decisions hold stage 2 to its accuracy under the sparsity term
+        with torch.no_grad():
+            soft = F.log_softmax(teacher(x)[0] / TEMP, 1)
+        task = task + distil * TEMP ** 2 * F.kl_div(F.log_softmax(logits / TEMP, 1), soft, log_target=True, reduction="batchmean")
     pos = (y > 0).float()
     bce = F.binary_cross_entropy_with_logits(gate, pos, pos_weight=torch.tensor(pos_weight))
     p, n = gate[y > 0], gate[y == 0]
@@ -102,11 +116,20 @@ def _augmented(loss_fn, aug, seed):
     return lambda net, x, y: loss_fn(net, aug(x, y, gen), y)
 
 
-def _fit_pair(cfg, x, y, epochs, seed, quiet, loss_opts, aug=None, tag=""):
-    """The baseline, then the gated model from its weights (the joint loss): (baseline, gated)."""
-    base = _fit(Net(cfg), x, y, epochs, _augmented(task_loss, aug, seed), f"baseline{tag}", seed, quiet=quiet)
-    gated = _fit(gated_from_baseline(base), x, y, epochs,
-                 _augmented(lambda n, x, y: joint_loss(n, x, y, **loss_opts), aug, seed + 1), f"gated{tag}", seed + 1, quiet=quiet)
+def _fit_pair(cfg, x, y, epochs, seed, quiet, loss_opts, aug=None, tag="", init=None):
+    """The baseline, then the gated model from its weights (the joint loss, distilled from the
+    baseline if loss_opts asks): (baseline, gated). `init`: (baseline, gated) states to start from."""
+    loss_opts = dict(loss_opts)
+    threshold_lr = loss_opts.pop("threshold_lr", 1.0)
+    base = Net(cfg)
+    if init:
+        load_matching(base, init[0])
+    base = _fit(base, x, y, epochs, _augmented(task_loss, aug, seed), f"baseline{tag}", seed, quiet=quiet)
+    gated = gated_from_baseline(base)
+    if init:       # the gate and compression from the start model; stage 1 and 2 are the baseline's
+        load_matching(gated, {k: v for k, v in init[1].items() if k.startswith("gc.")})
+    gated = _fit(gated, x, y, epochs, _augmented(lambda n, x, y: joint_loss(n, x, y, teacher=base, **loss_opts), aug, seed + 1),
+                 f"gated{tag}", seed + 1, quiet=quiet, threshold_lr=threshold_lr)
     return base, gated
 
 
@@ -119,7 +142,7 @@ def _folds(y, k, rng):
     return [np.sort(np.concatenate(p)) for p in parts]
 
 
-def cross_fit(ds, cfg, epochs, seed, quiet, loss_opts, aug, net):
+def cross_fit(ds, cfg, epochs, seed, quiet, loss_opts, aug, net, init=None):
     """Out-of-fold gate scores [(positives, negatives)] covering every train+val sample once: fold 0
     is val, scored by `net` (trained on train: the deployed model); train is cut into the other folds,
     each scored by a pair trained on train+val without it."""
@@ -128,9 +151,22 @@ def cross_fit(ds, cfg, epochs, seed, quiet, loss_opts, aug, net):
     scored = [(ds.y_val, predict(net, ds.x_val)[1].numpy())]
     for j, part in enumerate(_folds(ds.y_train, k - 1, np.random.default_rng([seed, 11])), 1):
         keep = np.setdiff1d(np.arange(len(y_all)), part)
-        _, g = _fit_pair(cfg, x_all[keep], y_all[keep], epochs, seed + 10 * j, quiet, loss_opts, aug, f" fold {j + 1}/{k}")
+        _, g = _fit_pair(cfg, x_all[keep], y_all[keep], epochs, seed + 10 * j, quiet, loss_opts, aug, f" fold {j + 1}/{k}", init)
         scored.append((ds.y_train[part], predict(g, ds.x_train[part])[1].numpy()))
     return [(g[y > 0], g[y == 0]) for y, g in scored]
+
+
+def start_from(run, cfg):
+    """(baseline, gated) weights of the run folder `run` (--init), checked to fit stage 1 of `cfg`."""
+    run = Path(run)
+    if not ((run / "baseline.pt").exists() and (run / "model.pt").exists()):
+        raise UgateError(f"--init {run}: no baseline.pt and model.pt there; give a run folder `ugate train` wrote")
+    states = tuple(torch.load(run / f, map_location="cpu", weights_only=False)["state"] for f in ("baseline.pt", "model.pt"))
+    fresh = Net(cfg, gated=True).state_dict()
+    if any(k not in states[1] or states[1][k].shape != v.shape for k, v in fresh.items() if k.startswith(("stage1.", "gc."))):
+        raise UgateError(f"--init {run}: its stage 1 and gate do not fit these inputs ({cfg.in_shape}) and --split; "
+                         "start from a model of the same kind of input")
+    return states
 
 
 def default_epochs(n_train):
@@ -138,9 +174,10 @@ def default_epochs(n_train):
 
 
 def train(dataset, out_dir, epochs=None, target_recall=0.99, split=2, seed=0, positive=None, limit=None,
-          confidence=CONFIDENCE, quiet=False, net_opts=None, **loss_opts):
+          confidence=CONFIDENCE, quiet=False, net_opts=None, init=None, **loss_opts):
     """Train, calibrate and evaluate on `dataset` (a name or path for ugate.data.load); write the
-    run folder `out_dir`; return the metrics dict. `epochs` per phase; None: default_epochs."""
+    run folder `out_dir`; return the metrics dict. `epochs` per phase; None: default_epochs.
+    `init`: a run folder whose weights every model here starts from (stage 1 and the gate must fit)."""
     from ugate import data, plots
     if not 0 < target_recall <= 1:
         raise UgateError(f"--target-recall {target_recall} must be in (0, 1]")
@@ -152,12 +189,18 @@ def train(dataset, out_dir, epochs=None, target_recall=0.99, split=2, seed=0, po
     torch.manual_seed(seed)
     load_args = {"name_or_path": str(dataset), "positive": positive, "seed": seed, "limit": limit}
     ds = data.load(**load_args)
-    cfg = NetConfig(tuple(ds.x_train.shape[1:]), len(ds.class_names), split=split, **net_opts)
+    c, h, w = ds.x_train.shape[1:]
+    if "s2d" not in net_opts and c == 1 and h % 2 == w % 2 == 0 and min(h, w) >= 16:
+        # one channel: space to depth, so the first conv has 4 channels (two MACs a multiply on the
+        # chip); its block skips the pool, so every later shape is as without it
+        net_opts = {**net_opts, "s2d": True, "pools": [False] + NetConfig((1, 1, 1), 2, **net_opts).pools[1:]}
+    cfg = NetConfig((c, h, w), len(ds.class_names), split=split, **net_opts)
     if min(_out_shape(cfg, n_blocks)[1:]) < 1:
         raise UgateError(f"inputs of {cfg.in_shape[1]}x{cfg.in_shape[2]} are too small for {n_blocks} pooling blocks")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     xtr, ytr = torch.as_tensor(ds.x_train), torch.as_tensor(ds.y_train)
+    start = start_from(init, cfg) if init else None
     epochs = epochs or default_epochs(len(xtr))
 
     # users' small sets (too few validation positives for the target): augmentation and cross-fitted
@@ -167,16 +210,19 @@ def train(dataset, out_dir, epochs=None, target_recall=0.99, split=2, seed=0, po
     # audio always: a word shifted in time, louder or softer, over another clip is the same word (keywords:
     # the quietest positives rose from far below the rest; docs/design.md, "Always-on audio")
     aug = augment.for_data(ds.audio) if small or ds.audio else None
-    base, net = _fit_pair(cfg, xtr, ytr, epochs, seed, quiet, loss_opts, aug)
+    if small:
+        loss_opts = {**SMALL, **loss_opts}
+    base, net = _fit_pair(cfg, xtr, ytr, epochs, seed, quiet, loss_opts, aug, init=start)
     save(base, out / "baseline.pt")
 
     g_val = predict(net, ds.x_val)[1].numpy()
     if small:
-        folds = cross_fit(ds, cfg, epochs, seed, quiet, loss_opts, aug, net)
+        folds = cross_fit(ds, cfg, epochs, seed, quiet, loss_opts, aug, net, start)
         neg0 = g_val[ds.y_val == 0]
         threshold, cal = calibrate.cross_fit_threshold(folds, neg0, target_recall)
         # every out-of-fold positive on the deployed model's scale, for the plot only
-        cal_pos = np.quantile(neg0, np.clip(1 - np.concatenate([calibrate.negatives_passed(p, n) for p, n in folds]), 0, 1))
+        shares = [calibrate.negatives_passed(p, n) for p, n in folds]
+        cal_pos = np.quantile(neg0, np.clip(1 - np.concatenate(shares), 0, 1))
         cal["calibration"] = f"cross-fit, {len(folds)} folds of train+val"
     else:
         cal_pos = g_val[ds.y_val > 0]
@@ -186,12 +232,15 @@ def train(dataset, out_dir, epochs=None, target_recall=0.99, split=2, seed=0, po
                "misses_allowed": k, "warning": warning, "calibration": "validation split"}
     logits, gate, act = predict(net, ds.x_test)
     base_pred = predict(base, ds.x_test)[0].argmax(1).numpy()
-    m = {"dataset": ds.name, "split": split, "seed": seed, "epochs": epochs, "target_recall": target_recall,
+    m = {"dataset": ds.name, "split": split, "seed": seed, "epochs": epochs, "init": init and str(init), "target_recall": target_recall,
          "baseline_accuracy": float((base_pred == ds.y_test).mean()),
          **system_metrics(ds.y_test, logits.argmax(1).numpy(), gate.numpy(), threshold, act.numpy()),
          "threshold": threshold, "n_test": len(ds.y_test), "n_test_positives": int((ds.y_test > 0).sum())}
     save(net, out / "model.pt", threshold=threshold, data=load_args, class_names=ds.class_names)
     g, y = gate.numpy(), ds.y_test
+    if small:   # what the promise rests on, and the test positives on the same scale (bench/small_data.py)
+        np.savez(out / "out_of_fold.npz", share=np.concatenate(shares), fold=np.repeat(np.arange(len(shares)), [len(u) for u in shares]),
+                 test=calibrate.negatives_passed(g[y > 0], neg0))
     plots.gate_hist(g[y > 0], g[y == 0], threshold, out / "gate_hist.png")
     plots.stop_vs_recall(g[y > 0], g[y == 0], threshold, out / "stop_vs_recall.png")
     plots.recall_vs_threshold(cal_pos, g[y > 0], threshold, cal["promised_recall"], cal["confidence"], out / "recall_vs_threshold.png")
@@ -239,13 +288,16 @@ def add_arguments(p):
     p.add_argument("--positive", nargs="+", help="positive class name(s); the rest are negative")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="cap each split at about N samples (quick runs)")
+    p.add_argument("--init", metavar="RUN", help="start every model from this run folder's weights (a model trained on "
+                   "inputs of the same kind, e.g. a fashion-mnist run for a folder of photos; docs/design.md, Small data)")
 
 
 def main(args):
     if args.epochs is not None and args.epochs < 1:
         raise UgateError(f"--epochs {args.epochs} must be at least 1")
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    m = train(args.dataset, args.out, args.epochs, args.target_recall, args.split, args.seed, args.positive, args.limit)
+    m = train(args.dataset, args.out, args.epochs, args.target_recall, args.split, args.seed, args.positive, args.limit,
+              init=args.init)
     print(f"{m['dataset']}: GC layer after block {m['split']}, {m['n_test']} test samples "
           f"({m['n_test_positives']} positive) -> {args.out}")
     print(table(m))

@@ -3,7 +3,7 @@ This docstring is the normative definition; ugate.reference is its executable fo
 
 Layout (all little-endian; offsets count from the blob's first byte)
   header   _HDR  "<4sHHI8sfffiBBH", 40 bytes:
-           magic b"UGB1", version (3), flags (FRONTEND: an audio front-end section follows the
+           magic b"UGB1", version (4), flags (FRONTEND: an audio front-end section follows the
            op table, shared/frontend.py), size (bytes, trailer included), model hash (first 8
            bytes of sha256 of the blob with this field zeroed and without the trailer),
            in_scale, act_scale, logit_scale (float32), thr (int32), n_bufs, n_ops, 0
@@ -36,6 +36,8 @@ Fixed point: every value below fits int32 for any int8 input, so 32-bit kernels 
   DENSE    the same with w[o][i] over the flattened src (K = src size), dst c = outputs. The src
            is I8, or the I16 of a GPOOL (|x| <= 2^15, so the bound reads |b_q| + 2^15 * 127 * K + r).
   MAXPOOL  2x2, stride 2, floor: max of int8; same scale.
+  S2D      2x2 space to depth, floor: dst[4c + 2a + b][i][j] = src[c][2i + a][2j + b] (torch's
+           pixel_unshuffle order); same scale. A one-channel input's first conv then has 4 channels.
   GPOOL    dst (2C, 1, 1) I16, at the finer scale s / 2^j (s: src's scale, j: the op's j, 0..7,
            j <= k): dst[c] = (max over H*W of src[c]) << j; dst[C + c] = (sum * m + r) >> (k - j)
            with r = (1 << (k - j)) >> 1, m / 2^k ~ 1 / (H*W), m < 2^15, |sum| * m + r < 2^31.
@@ -59,7 +61,7 @@ except ImportError:
     const = lambda x: x
 
 MAGIC = b"UGB1"
-VERSION = const(3)   # 3: the audio front-end section
+VERSION = const(4)   # 3: the audio front-end section; 4: S2D
 FRONTEND = const(1)   # header flag
 _HDR = "<4sHHI8sfffiBBH"
 _BUF = "<8sHHHH"
@@ -75,7 +77,8 @@ GPOOL = const(3)
 DENSE = const(4)
 LOGIT = const(5)
 COMPRESS = const(6)
-OPS = ("", "conv", "maxpool", "gpool", "dense", "logit", "compress")
+S2D = const(7)
+OPS = ("", "conv", "maxpool", "gpool", "dense", "logit", "compress", "s2d")
 # phases: the device times each, and runs COMPRESS only when the gate is open
 STAGE1 = const(0)
 GATE = const(1)
@@ -103,6 +106,8 @@ def _extents(op, src, dst, stride):
         return (dst[1] * sc * sh * sw, 4 * dst[1], dst[1]), (dst[1], 1, 1, I8)
     if op == LOGIT:
         return (sc * sh * sw, 4, 0), (1, 1, 1, I32)
+    if op == S2D:
+        return (0, 0, 0), (4 * sc, sh // 2, sw // 2, I8)
     return (sc, 0, 0), (sc, sh, sw, I8)   # COMPRESS
 
 

@@ -157,3 +157,61 @@ def test_bundled_sets_keep_the_plain_path(tmp_path, capsys):
     n = m["calibration_positives"]
     assert 10 <= n < 230 and m["promised_recall"] == pytest.approx(0.1 ** (1 / n))
     assert f"ugate train: warning: {n} calibration positives" in capsys.readouterr().err
+
+
+def test_distillation_pulls_stage_2_toward_the_baseline():
+    """The distillation term is zero when the gated model's logits equal the teacher's, positive otherwise."""
+    from ugate.model import Net, gated_from_baseline
+    from ugate.train import joint_loss
+    torch.manual_seed(0)
+    cfg = NetConfig((1, 8, 8), 2)
+    base = Net(cfg).eval()
+    student = gated_from_baseline(base).eval()
+    # a fresh GC layer's compression is the identity on post-ReLU activations: the teacher's logits
+    x, y = torch.rand(16, 1, 8, 8), torch.tensor([0, 1] * 8)
+    plain = joint_loss(student, x, y, distil=1.0)[0]
+    assert joint_loss(student, x, y, distil=1.0, teacher=base)[0].item() == pytest.approx(plain.item(), abs=1e-5)
+    assert joint_loss(student, x, y, distil=1.0, teacher=Net(cfg).eval())[0].item() > plain.item() + 1e-4
+
+
+def test_init_starts_from_a_run_and_says_when_it_cannot(tmp_path, capsys):
+    """--init copies every weight of the same name and shape (so a 0-epoch-like start equals the run);
+    a folder that is not a run, or a run whose stage 1 does not fit, is one line."""
+    from ugate.model import Net, load_matching
+    from ugate.train import start_from
+    assert cli.main(["train", "--dataset", "digits", "--out", str(tmp_path / "a"), "--epochs", "1", "--limit", "200"]) == 0
+    ds = data.load("digits", limit=200)
+    cfg = NetConfig(tuple(ds.x_train.shape[1:]), len(ds.class_names))
+    base_state, gated_state = start_from(tmp_path / "a", cfg)
+    net = Net(cfg, gated=True)
+    assert load_matching(net, gated_state) == len(net.state_dict())
+    assert all(torch.equal(v, gated_state[k]) for k, v in net.state_dict().items())
+    wide = Net(NetConfig((1, 16, 16), 3))            # another input size and class count: only what fits
+    n = load_matching(wide, base_state)
+    assert 0 < n < len(wide.state_dict()) and torch.equal(wide.state_dict()["stage1.0.conv.weight"], base_state["stage1.0.conv.weight"])
+    capsys.readouterr()
+    for init, words in ((tmp_path, "no baseline.pt and model.pt"), (tmp_path / "a", "do not fit")):
+        assert cli.main(["train", "--dataset", "digits", "--out", str(tmp_path / "b"), "--epochs", "1", "--limit", "200",
+                         "--init", str(init), "--split", "1" if init != tmp_path else "2"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err
+    assert cli.main(["train", "--dataset", "digits", "--out", str(tmp_path / "c"), "--epochs", "1", "--limit", "200",
+                     "--init", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["init"] == str(tmp_path / "a")
+
+
+def test_threshold_rate_moves_only_the_compression_thresholds_faster():
+    """threshold_lr scales the step of gc.threshold alone (Adam's first step is lr per weight)."""
+    from ugate.model import Net
+    from ugate.train import LR, _fit, joint_loss
+    x, y = torch.rand(32, 1, 8, 8), torch.tensor([0, 1] * 16)
+    moved = {}
+    for rate in (1.0, 10.0):
+        torch.manual_seed(0)
+        net = Net(NetConfig((1, 8, 8), 2), gated=True)
+        net.gc.threshold.data.fill_(0.5)              # above 0: the clamp passes its gradient
+        before = {k: v.detach().clone() for k, v in net.named_parameters()}
+        _fit(net, x, y, 1, lambda n, a, b: joint_loss(n, a, b), "t", 0, batch=32, quiet=True, threshold_lr=rate)
+        moved[rate] = {k: (v.detach() - before[k]).abs().max().item() for k, v in net.named_parameters()}
+    assert moved[10.0]["gc.threshold"] == pytest.approx(10 * LR, rel=0.05) and moved[1.0]["gc.threshold"] == pytest.approx(LR, rel=0.05)
+    assert moved[10.0]["gc.gate_fc2.bias"] == pytest.approx(moved[1.0]["gc.gate_fc2.bias"])

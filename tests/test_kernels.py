@@ -46,16 +46,18 @@ def _wbn(rng, cout, k, mode, xmax=128):
 def kernel_cases(seed=0):
     """[(kernel name, x, w, b, s, params, expected y)] covering every kernel, stride, relu and edge."""
     rng, cases = np.random.default_rng(seed), []
-    for mode in ("relu", "relu", "max"):
+    for mode in ("relu", "relu", "max", "signed", "signed"):   # signed: a first layer's input, unsaturated
         for cin, cout, h, w, st, relu in [(1, 3, 5, 7, 1, 1), (3, 4, 6, 6, 2, 0), (8, 3, 5, 4, 1, 1), (16, 2, 3, 5, 2, 0),
                                            (4, 7, 3, 4, 1, 1), (17, 2, 4, 3, 1, 1), (2, 1, 1, 1, 1, 0),
                                            # one input channel, two taps a word: stride 2, padding channels, edges
                                            (1, 5, 6, 9, 2, 1), (1, 9, 4, 1, 2, 0), (1, 2, 1, 3, 1, 1), (1, 8, 12, 13, 1, 1)]:
             x = _x(rng, (1, cin, h, w), mode)
-            wq, b, n = _wbn(rng, cout, cin * 9, mode if mode == "max" else "rand", xmax=127)
-            if mode == "relu":                      # outputs mostly inside [-128, 127], so every bit shows
+            wq, b, n = _wbn(rng, cout, cin * 9, mode if mode == "max" else "rand", xmax=128)
+            if mode in ("relu", "signed"):          # outputs mostly inside [-128, 127], so every bit shows
                 n[:] = max(0, int(np.log2(np.sqrt(cin * 9) * 64 * 73 / 40)))
                 b = rng.integers(-2 ** (int(n[0]) + 6), 2 ** (int(n[0]) + 6), cout).astype(np.int32)
+            if mode == "signed" and cin == 4:     # a weight of -128 (no blob has one): no signed lanes
+                wq[1, 5] = -128
             y = reference.conv(x, wq.reshape(cout, cin, 3, 3), b, n, st, relu)
             cases.append(("conv", x, wq, b, n, [cin, h, w, cout, st, y.shape[2], y.shape[3], relu], y))
     for mode in ("rand", "rand", "min", "max"):
@@ -68,6 +70,8 @@ def kernel_cases(seed=0):
         for c, h, w in [(2, 4, 4), (3, 5, 7), (1, 3, 2)]:
             x = _x(rng, (1, c, h, w), mode)
             cases.append(("maxpool", x, None, None, None, [c, h, w], reference.maxpool(x)))
+            x = _x(rng, (1, c, 2 * h - c % 2, 2 * w + 1), mode)      # odd sides: floor
+            cases.append(("s2d", x, None, None, None, [c, 2 * h - c % 2, 2 * w + 1], reference.s2d(x)))
         for (c, h, w), j in [((3, 7, 7), 7), ((2, 28, 28), 0), ((1, 1, 1), 7), ((2, 40, 40), 3)]:
             x = _x(rng, (1, c, h, w), mode)
             m, k = export.mean_multiplier(h * w)
@@ -94,7 +98,7 @@ KERNEL_MAIN = """
 import json, binascii
 from array import array
 import kernels, kernels_portable
-NAMES = ("conv", "maxpool", "gpool", "dense", "logit", "compress", "dense16")
+NAMES = ("conv", "maxpool", "gpool", "dense", "logit", "compress", "s2d", "dense16")
 h = lambda s: binascii.unhexlify(s) if s else bytearray(4)
 for c in json.load(open("cases.json")):
     out = []
@@ -187,7 +191,9 @@ def test_tiny_trained_model_bit_exact(tmp_path, tiny_model):
     NetConfig(in_shape=(1, 12, 12), n_classes=3, channels=[4, 6, 8], strides=[1, 2, 1], pools=[True, False, True],
               split=2, gate_conv=5, gate_hidden=6),
     NetConfig(in_shape=(2, 9, 11), n_classes=2, channels=[3, 5], strides=[2, 1], pools=[False, True], split=1,
-              gate_hidden=4)])
+              gate_hidden=4),
+    NetConfig(in_shape=(1, 16, 18), n_classes=2, channels=[8, 8, 8], pools=[False, True, True], s2d=True, split=2,
+              gate_conv=3, gate_hidden=4)])
 def test_random_models_bit_exact(tmp_path, cfg):
     net, raw, x = random_model(cfg)
     ref = check_model(tmp_path, raw, x[:12])
@@ -196,7 +202,8 @@ def test_random_models_bit_exact(tmp_path, cfg):
 
 def test_fashion_sized_model_fits_heap(tmp_path):
     """The bundled fashion-mnist shape runs bit-exact in a 256 KB heap (viper only: portable is slow)."""
-    cfg = NetConfig(in_shape=(1, 28, 28), n_classes=2, channels=[8, 16, 32], split=2)
+    cfg = NetConfig(in_shape=(1, 28, 28), n_classes=2, channels=[8, 16, 32], pools=[False, True, True], s2d=True,
+                    split=2)
     net, raw, x = random_model(cfg)
     check_model(tmp_path, raw, x[:4], kernels=1)
 
