@@ -137,7 +137,7 @@ def test_blob_carries_the_front_end():
     raw = B.pack(bufs, ops, F.SCALE, 0.5, 0.1, 0, P)
     m = B.parse(raw)
     fe = m["frontend"]
-    assert m["version"] == 3 and fe["n"] == F.N and fe["hop"] == F.HOP and fe["n_mels"] == F.N_MELS
+    assert m["version"] == B.VERSION and fe["n"] == F.N and fe["hop"] == F.HOP and fe["n_mels"] == F.N_MELS
     assert bytes(fe["window"]) == P["window"] and bytes(fe["weight"]) == P["weight"]
     assert B.parse(B.pack(bufs, ops, 0.5, 0.5, 0.1, 0))["frontend"] is None
     from ugate.export import model_hash
