@@ -30,7 +30,7 @@ TEMP = 2.0          # distillation temperature
 # twice the sparsity weight; the compression thresholds learn 10x faster (a few hundred batches
 # otherwise leave them short of the zeros a bundled run reaches)
 SMALL = {"distil": 1.0, "beta": 16.0, "threshold_lr": 10.0}
-AUDIO = {"beta": 12.0}   # audio: keywords zeros 0.968-0.974 at 8, 0.970-0.978 at 12 (seeds 0-2), stopped and accuracy alike
+AUDIO = {"beta": 12.0}   # audio: keywords zeros 0.968-0.974 at 8 (seeds 0-3), 0.970-0.978 at 12 (seeds 0-2), stopped and accuracy alike
 MAX_FOLDS = 5       # small sets: cross-fitted models (the deployed one is fold 0), CPU grows with it
 KEYS = ("baseline_accuracy", "gated_accuracy", "negatives_stopped", "gate_recall", "positive_zeros", "threshold")
 

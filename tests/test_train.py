@@ -64,7 +64,7 @@ def test_audio_trains_augmented(tmp_path, monkeypatch):
     """Audio trains augmented (time shift, gain, a negative mixed under it) on the plain path too: the
     bundled keywords set, calibrated on its validation split, records it."""
     from ugate import keywords, train
-    monkeypatch.setattr(keywords, "CLIPS_PER_WORD", 1)       # 47 clips, generated into this test's home
+    monkeypatch.setattr(keywords, "CLIPS_PER_WORD", 1)       # 58 clips, generated into this test's home
     monkeypatch.setenv("HOME", str(tmp_path))
     m = train.train("keywords", tmp_path / "run", epochs=1, quiet=True)
     assert m["augmentation"] and m["calibration"] == "validation split"
