@@ -1,4 +1,4 @@
-"""Training-time augmentation for small sets, one function a modality, on a batch (N, C, H, W).
+"""Training-time augmentation for small sets and all audio, one function a modality, on a batch (N, C, H, W).
 
 Images: a shift of up to 1/8 of each side (edges repeated, i.e. a small crop of a padded image) and a
 horizontal flip. Audio features (standardized log-mel, time along the last axis): a time shift (the

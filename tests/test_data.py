@@ -191,7 +191,7 @@ needs_tts = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("
 
 @needs_tts
 def test_keywords_small(tmp_path, monkeypatch):
-    monkeypatch.setattr(keywords, "CLIPS_PER_WORD", 2)      # 80 clips instead of 10,000
+    monkeypatch.setattr(keywords, "CLIPS_PER_WORD", 2)      # 116 clips instead of 14,500
     ds = data.load("keywords", cache_dir=tmp_path / "a")
     check(ds, (1, keywords.N_MELS, keywords.SR // keywords.HOP))
     assert ds.class_names == ["negative", "marvin"]

@@ -57,3 +57,14 @@ def test_bad_input_is_one_line(args, words, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("ugate train: error:") and words in err
     assert not (tmp_path / "r" / "model.pt").exists()
+
+
+@pytest.mark.skipif(not __import__("shutil").which("espeak-ng"), reason="keywords needs Debian espeak-ng and sox")
+def test_audio_trains_augmented(tmp_path, monkeypatch):
+    """Audio trains augmented (time shift, gain, a negative mixed under it) on the plain path too: the
+    bundled keywords set, calibrated on its validation split, records it."""
+    from ugate import keywords, train
+    monkeypatch.setattr(keywords, "CLIPS_PER_WORD", 1)       # 58 clips, generated into this test's home
+    monkeypatch.setenv("HOME", str(tmp_path))
+    m = train.train("keywords", tmp_path / "run", epochs=1, quiet=True)
+    assert m["augmentation"] and m["calibration"] == "validation split"
