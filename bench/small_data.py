@@ -1,17 +1,18 @@
 """The gate on user-style small folders (issue 11): make them, then `ugate train` each across seeds.
 
-    .venv/bin/python bench/small_data.py [--seeds 0 1 2] [--folders images wavs] [--cache DIR] [--epochs N] [--init images]
+    .venv/bin/python bench/small_data.py [--seeds 0 1 2] [--folders images wavs] [--images N] [--wavs N] [--cache DIR] [--epochs N] [--init images]
 
 Folders are generated once under --cache (default ~/.cache/ugate/small-data), never in git:
-- images: 3,000 Fashion-MNIST *test-split* images as PNG in two class folders, "sneaker" (12%, the
-  positive; the bundled runs use "bag") and "other". Fashion-MNIST is the only image set installed
+- images: 3,000 (--images) Fashion-MNIST *test-split* images as PNG in two class folders, "sneaker"
+  (12%, the positive; the bundled runs use "bag") and "other". Fashion-MNIST is the only image set installed
   offline here (Debian has no other image dataset; scikit-learn's digits are 1,797 8x8 images).
   The test split, so that a model trained on the bundled set (its train split) never saw them.
-- wavs: 1,200 one-second 16 kHz WAV clips, "computer" (20%, the positive) and "other" (12 other
-  words, some close to it, Asterisk speech crops, noise), synthesized unlike the bundled keywords
+- wavs: 1,200 (--wavs; the mix scaled) one-second 16 kHz WAV clips, "computer" (20%, the positive)
+  and "other" (12 other words, some close to it, Asterisk speech crops, noise), synthesized unlike the bundled keywords
   set: espeak-ng voices of other languages reading English (German, French, Spanish, ...), other
   voice variants (klatt, whisper, croak, ...), slower/faster speech, and real speech or hum as the
   background instead of coloured noise.
+A folder of another size than the default is cached beside it, named with its size ("wavs-3000").
 
 --init FOLDER...: every model of these folders starts from the bundled model of the same modality (`ugate train
 --init`): fashion-mnist ("bag") for images, keywords ("marvin") for WAVs, trained once (seed 0,
@@ -33,24 +34,25 @@ from tqdm import tqdm
 from ugate import data, keywords
 from ugate.train import train
 
-N_IMAGES, IMAGE_POSITIVE, IMAGE_POS_FRAC = 3000, "sneaker", 0.12
+IMAGE_POSITIVE, IMAGE_POS_FRAC = "sneaker", 0.12
 KEYWORD = "computer"
 OTHER_WORDS = ("commuter", "compute", "camera", "cucumber", "hello", "weather", "music", "lights", "timer",
                "cancel", "tomorrow", "pepper")
 VOICES = ("de", "fr", "es", "it", "nl", "pl", "sv", "pt", "cs", "hu")
 VARIANTS = ("", "+klatt", "+klatt2", "+klatt3", "+whisper", "+croak", "+f5", "+m8", "+Andy", "+iven", "+grandma", "+john")
 CLIPS = {"keyword": 240, "word": 60, "speech": 150, "noise": 90}    # 240 + 12 * 60 + 150 + 90 = 1,200
+SIZES = {"images": 3000, "wavs": 1200}    # the default folders' sizes; other sizes scale CLIPS
 SR = keywords.SR
 
 
-def make_images(folder, seed=0):
+def make_images(folder, n, seed=0):
     from PIL import Image
     _, _, names, (x, c), _ = data._fashion()
     rng = np.random.default_rng(seed)
     pos = names.index(IMAGE_POSITIVE)
-    n_pos = round(N_IMAGES * IMAGE_POS_FRAC)
+    n_pos = round(n * IMAGE_POS_FRAC)
     pick = np.concatenate([rng.choice(np.flatnonzero(c == pos), n_pos, replace=False),
-                           rng.choice(np.flatnonzero(c != pos), N_IMAGES - n_pos, replace=False)])
+                           rng.choice(np.flatnonzero(c != pos), n - n_pos, replace=False)])
     for i in tqdm(pick, desc="images", unit="img"):
         d = folder / (IMAGE_POSITIVE if c[i] == pos else "other")
         d.mkdir(parents=True, exist_ok=True)
@@ -98,11 +100,12 @@ def _clip(job):
     return (np.clip(x, -1, 1) * 32767).astype(np.int16)
 
 
-def make_wavs(folder):
+def make_wavs(folder, n):
     from scipy.io import wavfile
-    jobs = ([("keyword", KEYWORD, i) for i in range(CLIPS["keyword"])]
-            + [("word", w, 0) for w in OTHER_WORDS for _ in range(CLIPS["word"])]
-            + [("speech", "", 0)] * CLIPS["speech"] + [("noise", "", 0)] * CLIPS["noise"])
+    clips = {k: round(c * n / SIZES["wavs"]) for k, c in CLIPS.items()}
+    jobs = ([("keyword", KEYWORD, i) for i in range(clips["keyword"])]
+            + [("word", w, 0) for w in OTHER_WORDS for _ in range(clips["word"])]
+            + [("speech", "", 0)] * clips["speech"] + [("noise", "", 0)] * clips["noise"])
     jobs = [(k, w, i) for i, (k, w, _) in enumerate(jobs)]
     with multiprocessing.Pool(min(2, os.cpu_count() or 1)) as pool:
         for (kind, _, i), clip in zip(jobs, tqdm(pool.imap(_clip, jobs, chunksize=8), total=len(jobs), desc="wavs", unit="clip")):
@@ -116,10 +119,10 @@ FOLDERS = {"images": (make_images, IMAGE_POSITIVE, "images-test", "fashion-mnist
            "wavs": (make_wavs, KEYWORD, "wavs", "keywords")}
 
 
-def folder(name, cache):
-    path = Path(cache) / FOLDERS[name][2]
+def folder(name, cache, n):
+    path = Path(cache) / (FOLDERS[name][2] + ("" if n == SIZES[name] else f"-{n}"))
     if not (path / ".complete").exists():
-        FOLDERS[name][0](path)
+        FOLDERS[name][0](path, n)
         (path / ".complete").touch()
     return path
 
@@ -163,6 +166,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--folders", nargs="+", default=list(FOLDERS), choices=list(FOLDERS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    for name in FOLDERS:
+        p.add_argument(f"--{name}", type=int, default=SIZES[name], help=f"size of the {name} folder (default %(default)s)")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "ugate" / "small-data"))
     p.add_argument("--out", default="runs/small-data", help="parent of the run folders")
     p.add_argument("--epochs", type=int, help="epochs per phase (default: the trainer's)")
@@ -174,12 +179,12 @@ def main(argv=None):
     if args.positions:
         for name in args.folders:
             for seed in args.seeds:
-                for line in positions(folder(name, args.cache), FOLDERS[name][1], seed):
+                for line in positions(folder(name, args.cache, getattr(args, name)), FOLDERS[name][1], seed):
                     print(f"{name}: {line}", flush=True)
         return
     print(f"{'folder':<8}{'seed':>5}{'cal.pos':>8}" + "".join(f"{c[:16]:>18}" for c in cols) + "  warned  targets missed")
     for name in args.folders:
-        path, bundled = folder(name, args.cache), FOLDERS[name][3]
+        path, bundled = folder(name, args.cache, getattr(args, name)), FOLDERS[name][3]
         init = Path(args.out) / f"pretrained-{bundled}" if name in args.init else None
         if init and not (init / "model.pt").exists():
             train(bundled, init, quiet=True)
