@@ -174,6 +174,10 @@ def main(argv=None):
     p.add_argument("--positions", action="store_true", help="instead: one model's held-out sets compared (positions())")
     p.add_argument("--init", nargs="+", default=[], choices=list(FOLDERS), help="folders whose models start from the bundled model of the same modality")
     args = p.parse_args(argv)
+    if not 0 < args.images <= 1000 / IMAGE_POS_FRAC:    # the fashion-mnist test split holds 1,000 sneakers
+        p.error(f"--images {args.images}: between 1 and {int(1000 / IMAGE_POS_FRAC)}")
+    if args.wavs < 1:
+        p.error(f"--wavs {args.wavs}: at least 1")
     torch.set_num_threads(1)    # several runs side by side on a shared machine: 2-thread teams wait on each other
     cols = ("promised_recall", "test_recall", "negatives_stopped", "positive_zeros", "baseline_accuracy", "gated_accuracy")
     if args.positions:
