@@ -191,9 +191,18 @@ def train(dataset, out_dir, epochs=None, target_recall=0.99, split=2, seed=0, po
     load_args = {"name_or_path": str(dataset), "positive": positive, "seed": seed, "limit": limit}
     ds = data.load(**load_args)
     c, h, w = ds.x_train.shape[1:]
-    if "s2d" not in net_opts and c == 1 and h % 2 == w % 2 == 0 and min(h, w) >= 16:
-        # one channel: space to depth, so the first conv has 4 channels (two MACs a multiply on the
-        # chip); its block skips the pool, so every later shape is as without it
+    # users' small sets (too few validation positives for the target): augmentation and cross-fitted
+    # calibration (docs/design.md, "Small data"); large ones and the bundled sets keep the plain path
+    small = (ds.name not in data.DATASETS
+             and int((ds.y_val > 0).sum()) < calibrate.positives_needed(target_recall, confidence))
+    # one channel: space to depth, so the first conv has 4 channels (two MACs a multiply on the chip);
+    # its block skips the pool, so every later shape is as without it. Not on small sets, where the gate
+    # is short of data and S2D cost it most (1,200 WAVs: stopped 0.43 / 0.48 without, 0.21 / 0.15 with),
+    # unless the --init run has it
+    s2d = not small
+    if init and (Path(init) / "model.pt").exists():     # as the start model, so its weights fit
+        s2d = bool(torch.load(Path(init) / "model.pt", weights_only=False)["config"].get("s2d"))
+    if "s2d" not in net_opts and s2d and c == 1 and h % 2 == w % 2 == 0 and min(h, w) >= 16:
         net_opts = {**net_opts, "s2d": True, "pools": [False] + NetConfig((1, 1, 1), 2, **net_opts).pools[1:]}
     cfg = NetConfig((c, h, w), len(ds.class_names), split=split, **net_opts)
     if min(_out_shape(cfg, n_blocks)[1:]) < 1:
@@ -204,10 +213,6 @@ def train(dataset, out_dir, epochs=None, target_recall=0.99, split=2, seed=0, po
     start = start_from(init, cfg) if init else None
     epochs = epochs or default_epochs(len(xtr))
 
-    # users' small sets (too few validation positives for the target): augmentation and cross-fitted
-    # calibration (docs/design.md, "Small data"); large ones and the bundled sets keep the plain path
-    small = (ds.name not in data.DATASETS
-             and int((ds.y_val > 0).sum()) < calibrate.positives_needed(target_recall, confidence))
     # audio always: a word shifted in time, louder or softer, over another clip is the same word (keywords:
     # the quietest positives rose from far below the rest; docs/design.md, "Always-on audio")
     aug = augment.for_data(ds.audio) if small or ds.audio else None

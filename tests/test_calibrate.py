@@ -215,3 +215,21 @@ def test_threshold_rate_moves_only_the_compression_thresholds_faster():
         moved[rate] = {k: (v.detach() - before[k]).abs().max().item() for k, v in net.named_parameters()}
     assert moved[10.0]["gc.threshold"] == pytest.approx(10 * LR, rel=0.05) and moved[1.0]["gc.threshold"] == pytest.approx(LR, rel=0.05)
     assert moved[10.0]["gc.gate_fc2.bias"] == pytest.approx(moved[1.0]["gc.gate_fc2.bias"])
+
+
+def test_small_sets_skip_space_to_depth_unless_the_start_model_has_it(tmp_path):
+    """S2D cost small sets' gates most (docs/design.md, "Small data"): a small 16x16 one-channel set
+    trains without it, and with it when --init names a run that has it, so the start weights fit."""
+    from sklearn.datasets import load_digits
+    from ugate.model import Net, load, save
+    from ugate.train import train
+    d = load_digits()
+    np.savez(tmp_path / "mine.npz", x=np.kron(d.images[:400] / 16, np.ones((2, 2))).astype(np.float32), y=d.target[:400])
+    train(str(tmp_path / "mine.npz"), tmp_path / "a", epochs=1, positive=["0"], quiet=True)
+    assert not load(tmp_path / "a" / "model.pt")[0].cfg.s2d
+    cfg = NetConfig((1, 16, 16), 2, s2d=True, pools=[False] + NetConfig((1, 16, 16), 2).pools[1:])
+    (tmp_path / "start").mkdir()
+    save(Net(cfg), tmp_path / "start" / "baseline.pt")
+    save(Net(cfg, gated=True), tmp_path / "start" / "model.pt")
+    train(str(tmp_path / "mine.npz"), tmp_path / "b", epochs=1, positive=["0"], quiet=True, init=tmp_path / "start")
+    assert load(tmp_path / "b" / "model.pt")[0].cfg.s2d
