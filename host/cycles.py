@@ -479,13 +479,12 @@ def frontend_cycles(fe, pcm, kernels=None):
     kernels = Path(kernels or ROOT / "device" / "audio_kernels.py")
     fns = viper_code(kernels)
     inst, slots = _instrument(kernels.read_text(), fns)
-    p = {k: (bytes(v) if isinstance(v, memoryview) else v) for k, v in fe.items()}
     micropython = Path(sys.executable).parent / "micropython"
     with tempfile.TemporaryDirectory() as tmp:
         for f in ("device/runtime.py", "device/audio.py", "device/audio_portable.py", "shared/frontend.py", "shared/blob.py"):
             shutil.copy(ROOT / f, tmp)
         Path(tmp, "audio_kernels.py").write_text(inst)
-        Path(tmp, "fe.bin").write_bytes(B.pack_frontend(p, 0))
+        Path(tmp, "fe.bin").write_bytes(B.pack_frontend(fe, 0))
         Path(tmp, "pcm.bin").write_bytes(pcm.astype("<i2").tobytes())
         Path(tmp, "main.py").write_text(_COUNT_FRONTEND)
         r = subprocess.run([str(micropython if micropython.exists() else "micropython"), "main.py"], cwd=tmp,

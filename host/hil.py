@@ -30,22 +30,21 @@ def frontend_check(port, fe, pcm, kernels, put=None):
     put(name, data): how to place a file on the board (default: over the raw REPL)."""
     from ugate import frontend
     from ugate.board import connect
-    p = {k: (bytes(v) if isinstance(v, memoryview) else v) for k, v in fe.items()}
-    ref = frontend.compute(frontend.frames(pcm, p).reshape(-1, p["n"]), p)
+    ref = frontend.compute(frontend.frames(pcm, fe).reshape(-1, fe["n"]), fe)
     load = "import audio, blob\n_fe = blob.parse(open('model.blob', 'rb').read())['frontend']\n"
     with connect(port) as t:
         (put or t.fs_writefile)("fe.pcm", pcm.astype("<i2").tobytes())
         t0 = time.perf_counter()
         _exec(t, load + f"audio.features('fe.pcm', 'fe.out', _fe, {kernels!r})")
         seconds = time.perf_counter() - t0
-        dev = np.frombuffer(t.fs_readfile("fe.out"), np.int8).reshape(-1, p["n_mels"])
+        dev = np.frombuffer(t.fs_readfile("fe.out"), np.int8).reshape(-1, fe["n_mels"])
         bad = np.flatnonzero((dev != ref[:len(dev)]).any(1)) if len(dev) == len(ref) else np.array([min(len(dev), len(ref))])
         rep = {"kernels": kernels, "strides": len(ref), "board_strides": len(dev), "mismatched_strides": len(bad),
                "seconds": seconds}
         if len(bad):
             k = int(bad[0])
             _exec(t, load + f"audio.trace('fe.pcm', 'fe.trace', _fe, {k}, {kernels!r})")
-            rep["first_difference"] = frontend.first_difference(frontend.read_trace(t.fs_readfile("fe.trace"), p), pcm, k, p) \
+            rep["first_difference"] = frontend.first_difference(frontend.read_trace(t.fs_readfile("fe.trace"), fe), pcm, k, fe) \
                 or f"stride {k}: every stage agrees when traced alone: the streaming ring differs"
         t.fs_rmfile("fe.pcm")
     return rep

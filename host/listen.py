@@ -154,8 +154,7 @@ def reference_stream(raw, fe, pcm, progress=False):
     """Host reference of a recording: (gate logits per stride int64, open per stride bool, the
     compressed activations per stride int8 (strides, ...), what the board sends when it sends)."""
     from ugate import frontend, reference
-    p = {k: (bytes(v) if isinstance(v, memoryview) else v) for k, v in fe.items()}
-    cols = frontend.compute(frontend.frames(pcm, p).reshape(-1, p["n"]), p)
+    cols = frontend.compute(frontend.frames(pcm, fe).reshape(-1, fe["n"]), fe)
     win = windows(cols)
     rs = [reference.run(raw, np.ascontiguousarray(win[i:i + 4096]), progress=False) for i in range(0, len(win), 4096)]
     logit = np.concatenate([r["logit"] for r in rs]).astype(np.int64).reshape(-1)
@@ -224,7 +223,7 @@ def run(port, model_dir, wav, labels=None, realtime=False, kernels="viper", ever
     pcm = read_pcm(wav)
     seconds = len(pcm) / fe["sr"]
     ck = M.load(model_dir / "model.pt")[1]
-    positive = [c for c in (ck.get("class_names") or [])[1:]]
+    positive = (ck.get("class_names") or [])[1:]
     events = read_labels(labels, set(positive)) if labels else None
     hop_s = fe["hop"] / fe["sr"]
     logit, open_, _ = reference_stream(raw, fe, pcm, progress)
@@ -341,7 +340,7 @@ def add_arguments(parser):
     parser.add_argument("--every", type=int, default=1, help="run stage 1 and the gate every N strides (default 1)")
     parser.add_argument("--need", type=int, default=1, help="a detection needs NEED open gates ... (default 1)")
     parser.add_argument("--of", type=int, default=1, help="... of the last OF runs (default 1)")
-    parser.add_argument("--refractory", type=int, default=32, help="strides the gate stays shut after a detection (default 32 = 1 s)")
+    parser.add_argument("--refractory", type=int, default=32, help="strides the gate stays open after a wake, so stage 2 sees the word complete (default 32 = 1 s)")
     parser.add_argument("--generate", metavar="SECONDS", type=float,
                         help="instead: write a labelled recording of this length to --wav and --labels")
     parser.add_argument("--positive", default="marvin", help="the keyword --generate inserts (default marvin)")

@@ -118,7 +118,7 @@ _FE_SIZE = const(36)
 def pack_frontend(p, at):
     """The section bytes for parameters p (a dict: sr, n, hop, pad, n_mels, k_lo, k_hi, offset, gain,
     window, twiddle, band, weight; tables as bytes) when the section starts at blob offset `at`.
-    Returns (section record, table bytes placed right after it)."""
+    Returns the section: its record, then the tables."""
     data = bytearray()
     offs = []
     for key in ("window", "twiddle", "band", "weight"):
