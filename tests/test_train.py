@@ -68,3 +68,11 @@ def test_audio_trains_augmented(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     m = train.train("keywords", tmp_path / "run", epochs=1, quiet=True)
     assert m["augmentation"] and m["calibration"] == "validation split"
+
+
+def test_small_sets_train_for_the_full_step_budget():
+    from ugate.train import BATCH, MAX_EPOCHS, STEPS, default_epochs
+    n = 3600                     # a 6,000-image folder's train split: 29 batches an epoch
+    assert default_epochs(n) == MAX_EPOCHS                        # bundled and large sets: capped
+    assert default_epochs(n, small=True) == round(STEPS / -(-n // BATCH)) > MAX_EPOCHS
+    assert default_epochs(48000, small=True) == default_epochs(48000)   # the cap never bound there
