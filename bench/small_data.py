@@ -155,7 +155,7 @@ def positions(path, positive, seed):
     part = T._folds(ds.y_train, 3, np.random.default_rng([seed, 11]))[0]
     keep = np.setdiff1d(np.arange(len(ds.y_train)), part)
     _, net = T._fit_pair(cfg, torch.as_tensor(ds.x_train[keep]), torch.as_tensor(ds.y_train[keep]),
-                         T.default_epochs(len(ds.y_train), small=True), seed, True, dict(T.SMALL), augment.for_data(ds.audio))
+                         T.default_epochs(len(ds.y_train), small=not ds.audio), seed, True, dict(T.SMALL), augment.for_data(ds.audio))
     for name, x, y in (("fold 1", ds.x_train[part], ds.y_train[part]), ("val", ds.x_val, ds.y_val), ("test", ds.x_test, ds.y_test)):
         g = T.predict(net, x)[1].numpy()
         yield f"seed {seed}, {name}: median share {np.median(calibrate.negatives_passed(g[y > 0], g[y == 0])):.4f}"
