@@ -33,6 +33,7 @@ class Dataset:
     y_test: np.ndarray
     audio: bool = False        # log-mel features (time along the last axis), not pixels: for augmentation
     frontend: dict = None      # audio: the front end the features come from (the blob carries it)
+    sources: tuple = None      # users' data: each split's sample names ("class/file.wav", "x[12]")
 
 
 def describe(ds):
@@ -82,13 +83,18 @@ LOADERS = {"fashion-mnist": _fashion, "lfw-faces": _lfw, "digits": _digits}
 DEFAULT_POSITIVE = {"fashion-mnist": "bag", "lfw-faces": "face", "digits": "0", "keywords": "marvin"}
 
 
-def _folder(path):
-    """One subfolder per class, of images (-> grayscale, one common size) or of WAV files (-> log-mel)."""
+def _folder_files(path):
+    """The class subfolders of `path` and its samples [(file, class index)], in loading order."""
     classes = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(classes) < 2:
         raise UgateError(f"{path} needs one subfolder per class, at least two; found {len(classes)}")
-    files = [(f, i) for i, d in enumerate(classes) for f in sorted(d.iterdir())
-             if f.suffix.lower() in IMAGES + WAVS and not f.name.startswith(".")]
+    return classes, [(f, i) for i, d in enumerate(classes) for f in sorted(d.iterdir())
+                     if f.suffix.lower() in IMAGES + WAVS and not f.name.startswith(".")]
+
+
+def _folder(path):
+    """One subfolder per class, of images (-> grayscale, one common size) or of WAV files (-> log-mel)."""
+    classes, files = _folder_files(path)
     empty = sorted(set(range(len(classes))) - {i for _, i in files})
     if empty: raise UgateError(f"{classes[empty[0]]} has no image ({', '.join(IMAGES)}) or WAV files")
     kinds = {f.suffix.lower() in WAVS for f, _ in files}
@@ -190,13 +196,16 @@ def load(name_or_path, positive=None, seed=0, limit=None, cache_dir=None):
     """A Dataset for the gate task "is it one of `positive`?". name_or_path is one of DATASETS, a folder
     or an .npz. Splits are stratified and depend only on the data and `seed`; `limit` caps each split
     at about that many samples (stratified, positives kept); `cache_dir` holds generated sets (keywords)."""
-    name, path = str(name_or_path), Path(name_or_path).expanduser()
+    name, path, src = str(name_or_path), Path(name_or_path).expanduser(), None
     if name in DATASETS:
         positive = positive or DEFAULT_POSITIVE[name]
         x, c, names, test, audio = _keywords(positive, cache_dir) if name == "keywords" else LOADERS[name]()
     elif path.is_dir() or (path.is_file() and path.suffix == ".npz"):
         x, c, names, test, audio = _folder(path) if path.is_dir() else _npz(path)
         name = path.stem
+        # so a user can look at the samples the gate threshold rests on
+        src = np.array([f"{f.parent.name}/{f.name}" for f, _ in _folder_files(path)[1]] if path.is_dir()
+                       else [f"x[{i}]" for i in range(len(x))])
         if not positive: raise UgateError(f"name the positive class(es) of {path}; classes: {', '.join(names)}")
     else:
         raise UgateError(f"unknown dataset {name!r}: one of {', '.join(DATASETS)}, "
@@ -205,18 +214,20 @@ def load(name_or_path, positive=None, seed=0, limit=None, cache_dir=None):
     lut = np.zeros(len(names), np.int64)
     lut[[names.index(p) for p in pos]] = np.arange(1, len(pos) + 1)
     rng = np.random.default_rng(seed)
+    ids = np.arange(len(c))                            # each sample's place in the source, through the splits
     if test is None:                                   # carve a test split: 60/20/20
         rest, te = _split(c, 0.2, rng)
-        test, x, c, vfrac = (x[te], c[te]), x[rest], c[rest], 0.25
+        test, x, c, ids, vfrac = (x[te], c[te], ids[te]), x[rest], c[rest], ids[rest], 0.25
     else:   # official test split: val is 20% of train, since the gate threshold is calibrated on its positives
-        vfrac = 0.2
+        test, vfrac = (*test, np.arange(len(test[1]))), 0.2
     tr, va = _split(c, vfrac, rng)
-    splits = [(x[tr], lut[c[tr]]), (x[va], lut[c[va]]), (test[0], lut[test[1]])]
+    splits = [(x[tr], lut[c[tr]], ids[tr]), (x[va], lut[c[va]], ids[va]), (test[0], lut[test[1]], test[2])]
     if limit:
-        splits = [(x[i], y[i]) for x, y in splits for i in [_limit(y, limit, rng)]]
+        splits = [(x[i], y[i], s[i]) for x, y, s in splits for i in [_limit(y, limit, rng)]]
     fe = None
     if audio:               # the front end's log stage -> int8 by a mapping fitted on the train split (in the blob)
         from ugate import frontend, keywords
         fe = frontend.fit(splits[0][0], keywords.fe())
-        splits = [(frontend.to_int8(x, fe).astype(np.float32) * np.float32(frontend.F.SCALE), y) for x, y in splits]
-    return Dataset(name, ["negative"] + pos, *(a for split in splits for a in split), audio=bool(audio), frontend=fe)
+        splits = [(frontend.to_int8(x, fe).astype(np.float32) * np.float32(frontend.F.SCALE), y, s) for x, y, s in splits]
+    return Dataset(name, ["negative"] + pos, *(a for x, y, _ in splits for a in (x, y)), audio=bool(audio), frontend=fe,
+                   sources=None if src is None else tuple(src[s] for _, _, s in splits))

@@ -31,6 +31,7 @@ TEMP = 2.0          # distillation temperature
 # otherwise leave them short of the zeros a bundled run reaches)
 SMALL = {"distil": 1.0, "beta": 16.0, "threshold_lr": 10.0}
 AUDIO = {"beta": 12.0}   # audio: keywords zeros 0.968-0.974 at 8 (seeds 0-3), 0.970-0.978 at 12 (seeds 0-2), stopped and accuracy alike
+HARDEST = 5         # small sets: the calibration positives most like negatives, named in metrics and summary
 MAX_FOLDS = 5       # small sets: cross-fitted models (the deployed one is fold 0), CPU grows with it
 KEYS = ("baseline_accuracy", "gated_accuracy", "negatives_stopped", "gate_recall", "positive_zeros", "threshold")
 
@@ -146,15 +147,17 @@ def _folds(y, k, rng):
 def cross_fit(ds, cfg, epochs, seed, quiet, loss_opts, aug, net, init=None):
     """Out-of-fold gate scores [(positives, negatives)] covering every train+val sample once: fold 0
     is val, scored by `net` (trained on train: the deployed model); train is cut into the other folds,
-    each scored by a pair trained on train+val without it."""
+    each scored by a pair trained on train+val without it. Also the positives' names in that order
+    (ds.sources), or None."""
     k = min(MAX_FOLDS, max(2, round((len(ds.y_train) + len(ds.y_val)) / len(ds.y_val))))
     x_all, y_all = torch.as_tensor(np.concatenate([ds.x_train, ds.x_val])), torch.as_tensor(np.concatenate([ds.y_train, ds.y_val]))
-    scored = [(ds.y_val, predict(net, ds.x_val)[1].numpy())]
+    scored = [(ds.y_val, predict(net, ds.x_val)[1].numpy(), np.flatnonzero(ds.y_val > 0) + len(ds.y_train))]
     for j, part in enumerate(_folds(ds.y_train, k - 1, np.random.default_rng([seed, 11])), 1):
         keep = np.setdiff1d(np.arange(len(y_all)), part)
         _, g = _fit_pair(cfg, x_all[keep], y_all[keep], epochs, seed + 10 * j, quiet, loss_opts, aug, f" fold {j + 1}/{k}", init)
-        scored.append((ds.y_train[part], predict(g, ds.x_train[part])[1].numpy()))
-    return [(g[y > 0], g[y == 0]) for y, g in scored]
+        scored.append((ds.y_train[part], predict(g, ds.x_train[part])[1].numpy(), part[ds.y_train[part] > 0]))
+    names = None if ds.sources is None else np.concatenate(ds.sources[:2])[np.concatenate([i for *_, i in scored])]
+    return [(g[y > 0], g[y == 0]) for y, g, _ in scored], names
 
 
 def start_from(run, cfg):
@@ -227,13 +230,16 @@ def train(dataset, out_dir, epochs=None, target_recall=0.99, split=2, seed=0, po
 
     g_val = predict(net, ds.x_val)[1].numpy()
     if small:
-        folds = cross_fit(ds, cfg, epochs, seed, quiet, loss_opts, aug, net, start)
+        folds, names = cross_fit(ds, cfg, epochs, seed, quiet, loss_opts, aug, net, start)
         neg0 = g_val[ds.y_val == 0]
         threshold, cal = calibrate.cross_fit_threshold(folds, neg0, target_recall)
         # every out-of-fold positive on the deployed model's scale, for the plot only
         shares = [calibrate.negatives_passed(p, n) for p, n in folds]
-        cal_pos = np.quantile(neg0, np.clip(1 - np.concatenate(shares), 0, 1))
+        u = np.concatenate(shares)
+        cal_pos = np.quantile(neg0, np.clip(1 - u, 0, 1))
         cal["calibration"] = f"cross-fit, {len(folds)} folds of train+val"
+        if names is not None:   # the threshold rests on these: a mislabeled or odd one costs negatives stopped
+            cal["hardest_positives"] = [[str(names[i]), float(u[i])] for i in np.argsort(-u, kind="stable")[:HARDEST]]
     else:
         cal_pos = g_val[ds.y_val > 0]
         threshold = calibrate_threshold(cal_pos, target_recall, confidence)
@@ -287,6 +293,9 @@ def summary(m):
                f"{100 * m['target_recall']:.1f}%, as the promise warned")
     else:
         yield f"  the test split's gate recall {100 * m['test_recall']:.1f}% meets the target"
+    if m.get("hardest_positives"):
+        yield ("  the threshold rests on the positives most like negatives (check their labels; the share of negatives "
+               "scoring as high): " + ", ".join(f"{name} {100 * share:.1f}%" for name, share in m["hardest_positives"][:m["misses_allowed"] + 2]))
 
 
 def add_arguments(p):

@@ -88,7 +88,8 @@ def test_cross_fit_scores_every_positive_once(tiny):
     cfg = NetConfig(tuple(ds.x_train.shape[1:]), len(ds.class_names))
     torch.manual_seed(0)
     _, net = _fit_pair(cfg, torch.as_tensor(ds.x_train), torch.as_tensor(ds.y_train), 1, 0, True, {})
-    folds = cross_fit(ds, cfg, 1, 0, True, {}, None, net)
+    folds, names = cross_fit(ds, cfg, 1, 0, True, {}, None, net)
+    assert names is None                                      # a bundled set: no sample names
     n_pos = int((ds.y_train > 0).sum() + (ds.y_val > 0).sum())
     n_neg = int((ds.y_train == 0).sum() + (ds.y_val == 0).sum())
     assert sum(len(p) for p, _ in folds) == n_pos and sum(len(n) for _, n in folds) == n_neg
@@ -233,3 +234,24 @@ def test_small_sets_skip_space_to_depth_unless_the_start_model_has_it(tmp_path):
     save(Net(cfg, gated=True), tmp_path / "start" / "model.pt")
     train(str(tmp_path / "mine.npz"), tmp_path / "b", epochs=1, positive=["0"], quiet=True, init=tmp_path / "start")
     assert load(tmp_path / "b" / "model.pt")[0].cfg.s2d
+
+
+def test_users_samples_keep_their_names_and_the_hardest_positives_are_named(tmp_path, capsys):
+    """A user can look at the positives the threshold rests on: every split names its samples
+    ("x[i]" for an .npz) and metrics.json lists the hardest calibration positives, most negative-like first."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x, y = (d.images[:400] / 16).astype(np.float32), d.target[:400]
+    np.savez(tmp_path / "mine.npz", x=x, y=y)
+    ds = data.load(tmp_path / "mine.npz", positive=["0"], seed=0)
+    for xs, ys, names in zip((ds.x_train, ds.x_val, ds.x_test), (ds.y_train, ds.y_val, ds.y_test), ds.sources):
+        i = np.array([int(n[2:-1]) for n in names])
+        assert np.array_equal(xs[:, 0], x[i]) and np.array_equal(ys > 0, y[i] == 0)
+    assert len(np.unique(np.concatenate([[int(n[2:-1]) for n in ns] for ns in ds.sources]))) == len(x)
+    assert cli.main(["train", "--dataset", str(tmp_path / "mine.npz"), "--positive", "0", "--out", str(tmp_path / "r"), "--epochs", "1"]) == 0
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    hard = m["hardest_positives"]
+    assert len(hard) == 5 and all(y[int(n[2:-1])] == 0 for n, _ in hard)
+    assert [u for _, u in hard] == sorted((u for _, u in hard), reverse=True)
+    assert hard[0][1] == pytest.approx(np.load(tmp_path / "r" / "out_of_fold.npz")["share"].max())
+    assert hard[0][0] in capsys.readouterr().out
