@@ -20,7 +20,8 @@ default settings) under --out. The measured runs use it for images only (for WAV
 model made things worse: docs/design.md, "Small data").
 
 Targets per seed: test gate recall >= the promised recall (or the warning printed), gated accuracy
-within 0.005 of the baseline, negatives stopped >= 0.96, zeros on positives >= 0.97."""
+within 0.005 of the baseline, negatives stopped >= 0.96, zeros on positives >= 0.97. Under each run's
+row: the calibration positives its threshold rests on (a lone odd one sets how many negatives pass)."""
 import argparse
 import multiprocessing
 import os
@@ -199,6 +200,8 @@ def main(argv=None):
             missed = [k for k, ok in targets(m).items() if not ok]
             print(f"{name:<8}{seed:>5}{m['calibration_positives']:>8}" + "".join(f"{m[c]:>18.4f}" for c in cols)
                   + f"  {'yes' if m.get('warning') else 'no':>6}  {', '.join(missed) or 'none'}", flush=True)
+            print("    threshold rests on " + ", ".join(f"{n} ({100 * u:.1f}% of negatives as high)"
+                                                    for n, u in m["hardest_positives"][:m["misses_allowed"] + 2]), flush=True)
         for line in bias(runs):
             print(line, flush=True)
 
