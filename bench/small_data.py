@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ugate import data, keywords
-from ugate.train import train
+from ugate.train import resting_on, train
 
 IMAGE_POSITIVE, IMAGE_POS_FRAC = "sneaker", 0.12
 KEYWORD = "computer"
@@ -156,7 +156,7 @@ def positions(path, positive, seed):
     part = T._folds(ds.y_train, 3, np.random.default_rng([seed, 11]))[0]
     keep = np.setdiff1d(np.arange(len(ds.y_train)), part)
     _, net = T._fit_pair(cfg, torch.as_tensor(ds.x_train[keep]), torch.as_tensor(ds.y_train[keep]),
-                         T.default_epochs(len(ds.y_train), small=not ds.audio), seed, True, dict(T.SMALL), augment.for_data(ds.audio))
+                         T.default_epochs(len(ds.y_train), True, ds.audio), seed, True, dict(T.SMALL), augment.for_data(ds.audio))
     for name, x, y in (("fold 1", ds.x_train[part], ds.y_train[part]), ("val", ds.x_val, ds.y_val), ("test", ds.x_test, ds.y_test)):
         g = T.predict(net, x)[1].numpy()
         yield f"seed {seed}, {name}: median share {np.median(calibrate.negatives_passed(g[y > 0], g[y == 0])):.4f}"
@@ -200,8 +200,7 @@ def main(argv=None):
             missed = [k for k, ok in targets(m).items() if not ok]
             print(f"{name:<8}{seed:>5}{m['calibration_positives']:>8}" + "".join(f"{m[c]:>18.4f}" for c in cols)
                   + f"  {'yes' if m.get('warning') else 'no':>6}  {', '.join(missed) or 'none'}", flush=True)
-            print("    threshold rests on " + ", ".join(f"{n} ({100 * u:.1f}% of negatives as high)"
-                                                    for n, u in m["hardest_positives"][:m["misses_allowed"] + 2]), flush=True)
+            print(f"    threshold rests on (share of negatives as high) {resting_on(m)}", flush=True)
         for line in bias(runs):
             print(line, flush=True)
 

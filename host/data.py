@@ -92,9 +92,9 @@ def _folder_files(path):
                      if f.suffix.lower() in IMAGES + WAVS and not f.name.startswith(".")]
 
 
-def _folder(path):
-    """One subfolder per class, of images (-> grayscale, one common size) or of WAV files (-> log-mel)."""
-    classes, files = _folder_files(path)
+def _folder(path, classes, files):
+    """One subfolder per class, of images (-> grayscale, one common size) or of WAV files (-> log-mel);
+    `classes`, `files`: _folder_files(path)."""
     empty = sorted(set(range(len(classes))) - {i for _, i in files})
     if empty: raise UgateError(f"{classes[empty[0]]} has no image ({', '.join(IMAGES)}) or WAV files")
     kinds = {f.suffix.lower() in WAVS for f, _ in files}
@@ -201,11 +201,14 @@ def load(name_or_path, positive=None, seed=0, limit=None, cache_dir=None):
         positive = positive or DEFAULT_POSITIVE[name]
         x, c, names, test, audio = _keywords(positive, cache_dir) if name == "keywords" else LOADERS[name]()
     elif path.is_dir() or (path.is_file() and path.suffix == ".npz"):
-        x, c, names, test, audio = _folder(path) if path.is_dir() else _npz(path)
+        if path.is_dir():
+            classes, files = _folder_files(path)
+            x, c, names, test, audio = _folder(path, classes, files)
+        else:
+            x, c, names, test, audio = _npz(path)
         name = path.stem
         # so a user can look at the samples the gate threshold rests on
-        src = np.array([f"{f.parent.name}/{f.name}" for f, _ in _folder_files(path)[1]] if path.is_dir()
-                       else [f"x[{i}]" for i in range(len(x))])
+        src = np.array([f"{f.parent.name}/{f.name}" for f, _ in files] if path.is_dir() else [f"x[{i}]" for i in range(len(x))])
         if not positive: raise UgateError(f"name the positive class(es) of {path}; classes: {', '.join(names)}")
     else:
         raise UgateError(f"unknown dataset {name!r}: one of {', '.join(DATASETS)}, "

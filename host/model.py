@@ -3,8 +3,9 @@ Gated Compression layer inserted between them.
 
 Everything in stage 1 and the GC layer uses only ops the int8 export and the device kernels know
 (docs/design.md, "Op set"): an optional 2x2 space to depth of the input, ConvBlock (conv 3x3 +
-BatchNorm + ReLU + optional 2x2 max pool), global max / mean pooling, Linear + ReLU, and the shifted ReLU of the compression. Stage 2 is free
-(it runs in float on the NPU stand-in) but stays plain so tinygrad can mirror it.
+BatchNorm + ReLU + optional 2x2 max pool), global max / mean pooling, Linear + ReLU, and the shifted
+ReLU of the compression. Stage 2 is free (it runs in float on the NPU stand-in) but stays plain so
+tinygrad can mirror it.
 """
 from dataclasses import dataclass, field, asdict
 

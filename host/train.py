@@ -173,13 +173,13 @@ def start_from(run, cfg):
     return states
 
 
-def default_epochs(n_train, small=False):
-    """About STEPS batches a phase, at most MAX_EPOCHS unless `small`: users' small image sets are
+def default_epochs(n_train, small=False, audio=False):
+    """About STEPS batches a phase, at most MAX_EPOCHS unless a users' `small` set of images: those are
     augmented, so more passes keep teaching (6,000 images stopped 0.85-0.94 of negatives capped,
     0.93-0.94 uncapped; docs/design.md, "Small data"). Small audio sets keep the cap: 8x the time
     raised zeros but moved the gate's hardest positive either way."""
     epochs = round(STEPS / -(-n_train // BATCH))
-    return max(1, epochs if small else min(MAX_EPOCHS, epochs))
+    return max(1, epochs if small and not audio else min(MAX_EPOCHS, epochs))
 
 
 def train(dataset, out_dir, epochs=None, target_recall=0.99, split=2, seed=0, positive=None, limit=None,
@@ -219,7 +219,7 @@ def train(dataset, out_dir, epochs=None, target_recall=0.99, split=2, seed=0, po
     out.mkdir(parents=True, exist_ok=True)
     xtr, ytr = torch.as_tensor(ds.x_train), torch.as_tensor(ds.y_train)
     start = start_from(init, cfg) if init else None
-    epochs = epochs or default_epochs(len(xtr), small and not ds.audio)
+    epochs = epochs or default_epochs(len(xtr), small, ds.audio)
 
     # audio always: a word shifted in time, louder or softer, over another clip is the same word (keywords:
     # the quietest positives rose from far below the rest; docs/design.md, "Always-on audio")
@@ -295,7 +295,13 @@ def summary(m):
         yield f"  the test split's gate recall {100 * m['test_recall']:.1f}% meets the target"
     if m.get("hardest_positives"):
         yield ("  the threshold rests on the positives most like negatives (check their labels; the share of negatives "
-               "scoring as high): " + ", ".join(f"{name} {100 * share:.1f}%" for name, share in m["hardest_positives"][:m["misses_allowed"] + 2]))
+               "scoring as high): " + resting_on(m))
+
+
+def resting_on(m):
+    """The calibration positives a small set's threshold rests on (the misses allowed, the one at the
+    threshold and the next), with the share of negatives scoring as high."""
+    return ", ".join(f"{name} {100 * share:.1f}%" for name, share in m["hardest_positives"][:m["misses_allowed"] + 2])
 
 
 def add_arguments(p):

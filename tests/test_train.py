@@ -76,3 +76,4 @@ def test_small_sets_train_for_the_full_step_budget():
     assert default_epochs(n) == MAX_EPOCHS                        # bundled and large sets: capped
     assert default_epochs(n, small=True) == round(STEPS / -(-n // BATCH)) > MAX_EPOCHS
     assert default_epochs(48000, small=True) == default_epochs(48000)   # the cap never bound there
+    assert default_epochs(n, small=True, audio=True) == MAX_EPOCHS      # small audio sets keep it
