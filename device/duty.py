@@ -8,7 +8,7 @@ the virtual meters). A period that overruns starts the next sample at once (no c
 import time
 
 import marks
-from marks import GATE, ENCODE, SLEEP, STAGE1, START, STOP, TRANSMIT
+from marks import GATE, ENCODE, GUARD_US, SLEEP, STAGE1, START, STOP, TRANSMIT
 
 
 class Duty:
@@ -38,8 +38,10 @@ class Duty:
         self.rec = bytearray(marks.SIZE)
         self.sample = 0
         self.t0 = 0
-        self.next = time.ticks_us()
-        self.mark(START, self.next, self.period)
+        now = time.ticks_us()
+        self.next = time.ticks_add(now, GUARD_US)   # the first sample after the guard, asleep
+        self.mark(START, now, self.period)
+        self.mark(SLEEP, now, self.policy)
 
     def mark(self, phase, ticks, value=0):
         if self.side is not None:
@@ -89,7 +91,10 @@ class Duty:
         self.next = time.ticks_add(self.next, self.period)
 
     def close(self):
-        """The stream ends with its last period: n samples take n periods, asleep to the end."""
+        """The stream ends with its last period slept out, then the guard: n samples take n periods
+        between two guards."""
+        self.wait()
+        self.next = time.ticks_add(self.next, GUARD_US)
         self.wait()
         self.mark(STOP, time.ticks_us(), self.sample)
         if self.side is not None:
@@ -100,7 +105,6 @@ def sleep_only(seconds, sleep="idle", marker=-1, side=None):
     """The board's floor: no samples, only the sleep policy's waits for `seconds` (the 'sleep only'
     power scenario), marked as a stream would be."""
     d = Duty(1, sleep, marker, side)
-    d.mark(SLEEP, time.ticks_us(), d.policy)
     end = time.ticks_add(time.ticks_us(), int(seconds * 1000000))
     while time.ticks_diff(end, time.ticks_us()) > 0:
         d.next = time.ticks_add(time.ticks_us(), min(d.period, time.ticks_diff(end, time.ticks_us())))

@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from ugate import UgateError
+from ugate.shared import marks
 
 SCENARIOS = ("sleep_only", "negatives", "positives", "mix", "no_gate")
 FAST_RATE = 1000   # samples/s from which the meter sees phases: energy per wake-up from the marker too
 PPK2_DECIMATE = 10   # 100 kS/s averaged to 10 kS/s: an encode phase of a few hundred µs still shows
-WHOLE_RATE = 100   # from here a scenario is averaged whole: its n periods from the stream's start (the duty loop
-                   # ends a stream with its last period); slower meters: whole periods inside it, ends trimmed
+WHOLE_RATE = 100   # from here a scenario is averaged whole, half of each sleeping guard around it (marks.GUARD_US);
+                   # slower meters: whole periods inside it, ends trimmed
 SETTLE_S = 0.3     # trimmed from each end of a scenario window: start-up of the stream, a meter's delay
 
 
@@ -238,12 +239,12 @@ def _scenario(name, exp, port, board, rate, seconds, rec, marks_file, kernels):
     from ugate.board import connect
     from ugate.npu import listen, load_stage2
     from ugate.session import session
-    marks = "marks.bin" if marks_file else None
+    side = "marks.bin" if marks_file else None
     if name == "sleep_only":
         with connect(port) as t:
             t.exec("import duty")
             rec.begin(name)
-            _, err = t.exec_raw(f"duty.sleep_only({seconds}, {board.sleep!r}, {board.marker_pin}, {marks!r})", timeout=seconds + 10)
+            _, err = t.exec_raw(f"duty.sleep_only({seconds}, {board.sleep!r}, {board.marker_pin}, {side!r})", timeout=seconds + 10)
             rec.end()
         if err:
             raise UgateError(f"{port}: the sleep-only scenario failed on the board: {err.decode(errors='replace').strip().splitlines()[-1]}")
@@ -256,7 +257,7 @@ def _scenario(name, exp, port, board, rate, seconds, rec, marks_file, kernels):
     if stage2 is None:   # compiled before the board streams: a first-call JIT would hold the ACK, and the board
         stage2 = _scenario.stage2 = load_stage2(exp.dir / "stage2.npz")   # with it
         stage2(np.zeros((1, int(np.prod(stage2.act_shape))), np.int8))
-    opts = {"rate": rate, "sleep": board.sleep, "marker": board.marker_pin, "phase": board.phase_pin, "marks": marks,
+    opts = {"rate": rate, "sleep": board.sleep, "marker": board.marker_pin, "phase": board.phase_pin, "marks": side,
             "gate": name != "no_gate"}
     with session(port, kernels, blob_hash=exp.meta["hash"], entry="stream", options=opts) as (link, info):
         rec.begin(name)
@@ -292,20 +293,24 @@ def _report(model_dir, out, results, win, t, v, a, logic, gaps, meter_rate, kind
         raise UgateError(f"too few meter readings while asleep ({results['sleep_only']['meter_samples']}): "
                          f"give --seconds longer for a {kind} ({meter_rate:g} readings/s)")
     p_sleep = p["sleep_only"]
+    guard, whole = marks.GUARD_US * 1e-6, meter_rate >= WHOLE_RATE
     rows = {}
     for name, r in results.items():
         if name == "sleep_only":
             continue
-        if meter_rate >= WHOLE_RATE:   # the stream's n periods, every sample however the host's timing moved them
-            w = (win[name][0], win[name][0] + r["samples"] / rate, range(0, r["samples"]))
+        first = win[name][0] + guard   # the first sample's period (the host's clock, a link round trip off)
+        if whole:   # every sample however the host's timing moved them, and only sleep around them
+            w = (first - guard / 2, first + r["samples"] / rate + guard / 2, range(0, r["samples"]))
         else:
-            w = window(*win[name], rate, r["samples"], meter_rate)
+            w = window(first, win[name][1], rate, r["samples"], meter_rate)
         if w is None:
             raise UgateError(f"scenario {name} too short for a {kind} ({meter_rate:g} readings/s): give --seconds longer")
         p[name], r["meter_samples"] = window_power(t, v, a, w[0], w[1])
         if p[name] is None:
             raise UgateError(f"too few meter readings in scenario {name}: give --seconds longer")
-        uj = (p[name] - p_sleep) * (w[1] - w[0]) / len(w[2]) * 1e6
+        # readings tile time: a whole window lasts as many of them as it holds, whatever its edges cut
+        seconds = r["meter_samples"] / meter_rate if whole else w[1] - w[0]
+        uj = (p[name] - p_sleep) * seconds / len(w[2]) * 1e6
         est = float(sample_estimates(exp, chip, board, r["inputs"][w[2].start:w[2].stop], name == "no_gate").mean())
         f_open = r["opens"] / max(r["samples"], 1)
         sent_b = power.sample_bytes(r["activation_bytes"] / r["opens"] - 2) if r["opens"] else 0

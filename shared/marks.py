@@ -7,7 +7,7 @@ records; on the virtual board the same calls append these records to a side chan
 board's folder), which the virtual meters follow.
 
 Record (little-endian, SIZE bytes): u8 phase, u8 flags, u16 sample, u32 ticks_us, u32 value.
-    START     value: the period in µs; flags: MODE_* bits        (the stream begins)
+    START     value: the period in µs; flags: MODE_* bits        (the stream begins, GUARD_US asleep)
     STAGE1    value: 0                                           (a sample's work begins)
     GATE      value: 0
     ENCODE    value: 0                                           (open gate, or no gate: every sample)
@@ -40,6 +40,10 @@ MODE_NOGATE = const(1)   # every sample sent dense to the NPU, the gate skipped
 SIZE = const(12)
 _FMT = "<BBHII"
 TICKS_PERIOD = const(1 << 30)
+# a duty-cycled stream sleeps this long before its first sample and after its last period, so a
+# meter's window that misses the stream's edges by up to half of it still holds every sample's work
+# and, around it, only sleep (the host knows the start only to a link round trip)
+GUARD_US = const(100000)
 
 
 def pack_into(buf, phase, flags, sample, ticks, value):

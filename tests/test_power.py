@@ -89,8 +89,10 @@ def test_duty_loop_keeps_the_rate_and_the_sleep_policy(digits_run, tmp_path):
     assert np.median(gaps_us) == pytest.approx(1e6 / rate, rel=0.05)      # the set rate
     late = np.cumsum(gaps_us) - 1e6 / rate * np.arange(1, len(starts))
     assert late.min() > -2000   # on the schedule k / rate, never ahead of it (a late one is caught up)
-    sleeps = [r for r in gated if r[0] == K.SLEEP]
-    assert len(sleeps) == len(exp) and all(r[4] == K.SLEEP_LIGHT for r in sleeps)
+    sleeps = [r for r in gated if r[0] == K.SLEEP]   # the leading guard's, then one a sample
+    assert len(sleeps) == len(exp) + 1 and all(r[4] == K.SLEEP_LIGHT for r in sleeps)
+    guards_us = [(starts[0] - gated[0][3]) % K.TICKS_PERIOD, (gated[-1][3] - starts[-1]) % K.TICKS_PERIOD]
+    assert guards_us[0] >= K.GUARD_US and guards_us[1] > 1e6 / rate + K.GUARD_US - 2000   # asleep around the samples
     assert sum(r[0] == K.TRANSMIT for r in gated) == int(exp.ref["open"].sum())
     tx = [r[4] for r in nogate if r[0] == K.TRANSMIT]
     assert len(tx) == len(exp) and all(r[1] & K.MODE_NOGATE for r in nogate)
