@@ -164,7 +164,7 @@ def test_estimate_cli_writes_the_sweep(digits_run, capsys):
 
 
 @pytest.mark.board
-@pytest.mark.parametrize("kind,tolerance", [("ppk2", 0.05), ("fnb58", 0.05)])
+@pytest.mark.parametrize("kind,tolerance", [("ppk2", 0.02), ("fnb58", 0.02)])
 def test_measure_with_a_virtual_meter_agrees_with_the_estimate(digits_run, kind, tolerance):
     from ugate.measure import measure
     r = measure(digits_run, "virtual", kind, rate=10, seconds=2.5,
