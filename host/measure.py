@@ -293,13 +293,13 @@ def _report(model_dir, out, results, win, t, v, a, logic, gaps, meter_rate, kind
         raise UgateError(f"too few meter readings while asleep ({results['sleep_only']['meter_samples']}): "
                          f"give --seconds longer for a {kind} ({meter_rate:g} readings/s)")
     p_sleep = p["sleep_only"]
-    guard, whole = marks.GUARD_US * 1e-6, meter_rate >= WHOLE_RATE
+    guard = marks.GUARD_US * 1e-6
     rows = {}
     for name, r in results.items():
         if name == "sleep_only":
             continue
         first = win[name][0] + guard   # the first sample's period (the host's clock, a link round trip off)
-        if whole:   # every sample however the host's timing moved them, and only sleep around them
+        if meter_rate >= WHOLE_RATE:   # every sample however the host's timing moved them, and only sleep around them
             w = (first - guard / 2, first + r["samples"] / rate + guard / 2, range(0, r["samples"]))
         else:
             w = window(first, win[name][1], rate, r["samples"], meter_rate)
@@ -308,9 +308,7 @@ def _report(model_dir, out, results, win, t, v, a, logic, gaps, meter_rate, kind
         p[name], r["meter_samples"] = window_power(t, v, a, w[0], w[1])
         if p[name] is None:
             raise UgateError(f"too few meter readings in scenario {name}: give --seconds longer")
-        # readings tile time: a whole window lasts as many of them as it holds, whatever its edges cut
-        seconds = r["meter_samples"] / meter_rate if whole else w[1] - w[0]
-        uj = (p[name] - p_sleep) * seconds / len(w[2]) * 1e6
+        uj = (p[name] - p_sleep) * (w[1] - w[0]) / len(w[2]) * 1e6
         est = float(sample_estimates(exp, chip, board, r["inputs"][w[2].start:w[2].stop], name == "no_gate").mean())
         f_open = r["opens"] / max(r["samples"], 1)
         sent_b = power.sample_bytes(r["activation_bytes"] / r["opens"] - 2) if r["opens"] else 0
