@@ -166,7 +166,9 @@ def test_estimate_cli_writes_the_sweep(digits_run, capsys):
 @pytest.mark.board
 @pytest.mark.parametrize("kind,tolerance", [("ppk2", 0.02), ("fnb58", 0.02)])
 def test_measure_with_a_virtual_meter_agrees_with_the_estimate(digits_run, kind, tolerance):
+    from ugate.boards import load_board
     from ugate.measure import measure
+    from ugate.power import assumption
     r = measure(digits_run, "virtual", kind, rate=10, seconds=2.5,
                 scenarios=("sleep_only", "negatives", "positives", "no_gate"), progress=False)
     assert r["sleep_power_mw"] == pytest.approx(0.24 * 3.3, rel=0.05)
@@ -177,8 +179,11 @@ def test_measure_with_a_virtual_meter_agrees_with_the_estimate(digits_run, kind,
         s = r["scenarios"]["positives"]
         m, e = s["uj_by_phase_from_marker"], s["uj_by_phase_estimate"]
         assert set(m) == {"stage1", "gate", "encode", "transmit"}
+        # each of a phase's two edges lands within half a reading (the logic bits' majority over a decimated
+        # reading) and wakes recur on the meter's grid, so those errors need not average out over the wakes
+        reading_uj = load_board(r["board"]).power["active_busy_ma"] * assumption("supply_v") / r["meter_rate"] * 1e3
         for p in m:
-            assert m[p] == pytest.approx(e[p], rel=0.15), p
+            assert m[p] == pytest.approx(e[p], rel=0.15, abs=reading_uj), p
     out = digits_run / "power"
     rows = (out / "trace.csv").read_text().splitlines()
     assert rows[0] == "t,volts,amps,logic,gap,scenario" and len(rows) > 100
