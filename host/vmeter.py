@@ -33,6 +33,7 @@ from ugate.shared import marks as K
 
 LAG_S = 0.02
 HOLD_S = 5.0    # the most a meter waits for a sample's marks (a host slow to ACK holds the SLEEP mark back)
+WAIT_S = 0.5   # in a stream, the most a meter waits for a mark at or after a time (a sample begun before it may be unwritten yet)
 POLL_S = 0.002   # marks file polled this often: a mark's time is known to about this
 ACK_BYTES = 2   # ACKs the host sends back for a sent sample (ACTIVATIONS and RESULT): their bytes cost link time too
 
@@ -57,6 +58,7 @@ class Timeline:
         self.open = None         # the sample being marked: [start wall time, opened, nogate, bytes]
         self.polled = 0.0        # when the file was last read
         self.samples = self.overruns = 0
+        self.streaming, self.marked = False, 0.0   # inside a stream; the time of its latest mark
         self.lock = threading.RLock()
         self.stop_ev = threading.Event()
         threading.Thread(target=self._follow, name="marks follower", daemon=True).start()
@@ -103,6 +105,7 @@ class Timeline:
             self.t.append(t), self.a.append(amps), self.logic.append(logic)
 
     def _mark(self, phase, flags, value, w):
+        self.streaming, self.marked = phase != K.STOP, w
         if phase == K.STAGE1:
             self.open = [w, False, bool(flags & K.MODE_NOGATE), 0]
         elif phase == K.ENCODE and self.open:
@@ -131,10 +134,14 @@ class Timeline:
     def ready(self, t):
         """Whether the current up to time t is known: no sample begun before t is still being marked (its
         SLEEP mark tells how its phases went), and the file was read after t. A board that stalls mid-
-        sample longer than HOLD_S is drawn as it stands."""
+        sample longer than HOLD_S is drawn as it stands. Inside a stream, also a mark at or after t (or
+        WAIT_S): a board starved of CPU writes a sample's first mark late, and a reading drawn before
+        it came in would show that wake asleep."""
         with self.lock:
             if self.open is not None and self.open[0] < t:
                 return time.monotonic() - self.open[0] > HOLD_S
+            if self.streaming and self.marked < t:   # asleep, unless a sample's first mark is yet to be written
+                return time.monotonic() - t > WAIT_S
             return self.polled >= t
 
     def at(self, ts):
