@@ -83,28 +83,25 @@ LOADERS = {"fashion-mnist": _fashion, "lfw-faces": _lfw, "digits": _digits}
 DEFAULT_POSITIVE = {"fashion-mnist": "bag", "lfw-faces": "face", "digits": "0", "keywords": "marvin"}
 
 
-def _folder_files(path):
-    """The class subfolders of `path` and its samples [(file, class index)], in loading order."""
+def _folder(path):
+    """One subfolder per class, of images (-> grayscale, one common size) or of WAV files (-> log-mel).
+    Also each sample's name, "class/file", so a user can find the ones the gate threshold rests on."""
     classes = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(classes) < 2:
         raise UgateError(f"{path} needs one subfolder per class, at least two; found {len(classes)}")
-    return classes, [(f, i) for i, d in enumerate(classes) for f in sorted(d.iterdir())
-                     if f.suffix.lower() in IMAGES + WAVS and not f.name.startswith(".")]
-
-
-def _folder(path, classes, files):
-    """One subfolder per class, of images (-> grayscale, one common size) or of WAV files (-> log-mel);
-    `classes`, `files`: _folder_files(path)."""
+    files = [(f, i) for i, d in enumerate(classes) for f in sorted(d.iterdir())
+             if f.suffix.lower() in IMAGES + WAVS and not f.name.startswith(".")]
     empty = sorted(set(range(len(classes))) - {i for _, i in files})
     if empty: raise UgateError(f"{classes[empty[0]]} has no image ({', '.join(IMAGES)}) or WAV files")
     kinds = {f.suffix.lower() in WAVS for f, _ in files}
     if len(kinds) > 1: raise UgateError(f"{path} mixes images and WAV files; use one kind")
     c = np.array([i for _, i in files], np.int64)
     names = [d.name for d in classes]
+    src = np.array([f"{f.parent.name}/{f.name}" for f, _ in files])
     if kinds == {True}:
         from ugate import keywords
         audio = np.stack([keywords.fit(_read(keywords.read_wav, f)) for f, _ in files])
-        return keywords.logs(audio)[:, None], c, names, None, True
+        return keywords.logs(audio)[:, None], c, names, None, True, src
     from PIL import Image
     imgs = [_read(lambda f: Image.open(f).convert("L"), f) for f, _ in files]
     sizes, counts = np.unique([im.size for im in imgs], axis=0, return_counts=True)
@@ -112,7 +109,7 @@ def _folder(path, classes, files):
     s = min(1.0, MAX_SIDE / max(w, h))
     w, h = max(1, round(w * s)), max(1, round(h * s))
     x = np.stack([np.asarray(im if im.size == (w, h) else im.resize((w, h), Image.BILINEAR)) for im in imgs])
-    return (x / np.float32(255)).astype(np.float32)[:, None], c, names, None, False
+    return (x / np.float32(255)).astype(np.float32)[:, None], c, names, None, False, src
 
 
 def _read(reader, f):
@@ -123,6 +120,7 @@ def _read(reader, f):
 
 
 def _npz(path):
+    """x, y (and class_names) of an .npz; each sample's name is "x[i]"."""
     import zipfile
     if not zipfile.is_zipfile(path):   # numpy would try it as a pickle and say so
         raise UgateError(f"{path} is not an .npz file (numpy's zip of arrays, from np.savez): corrupt or another format")
@@ -154,7 +152,7 @@ def _npz(path):
     else:
         c = y
     x = x / np.float32(255) if x.dtype == np.uint8 else x
-    return x.astype(np.float32), c.astype(np.int64), names, None, False
+    return x.astype(np.float32), c.astype(np.int64), names, None, False, np.array([f"x[{i}]" for i in range(len(x))])
 
 
 def _norm(s): return str(s).strip().lower().replace("_", "-").replace(" ", "-")
@@ -201,14 +199,8 @@ def load(name_or_path, positive=None, seed=0, limit=None, cache_dir=None):
         positive = positive or DEFAULT_POSITIVE[name]
         x, c, names, test, audio = _keywords(positive, cache_dir) if name == "keywords" else LOADERS[name]()
     elif path.is_dir() or (path.is_file() and path.suffix == ".npz"):
-        if path.is_dir():
-            classes, files = _folder_files(path)
-            x, c, names, test, audio = _folder(path, classes, files)
-        else:
-            x, c, names, test, audio = _npz(path)
+        x, c, names, test, audio, src = _folder(path) if path.is_dir() else _npz(path)
         name = path.stem
-        # so a user can look at the samples the gate threshold rests on
-        src = np.array([f"{f.parent.name}/{f.name}" for f, _ in files] if path.is_dir() else [f"x[{i}]" for i in range(len(x))])
         if not positive: raise UgateError(f"name the positive class(es) of {path}; classes: {', '.join(names)}")
     else:
         raise UgateError(f"unknown dataset {name!r}: one of {', '.join(DATASETS)}, "
