@@ -93,7 +93,6 @@ class Duty:
     def close(self):
         """The stream ends with its last period slept out, then the guard: n samples take n periods
         between two guards."""
-        self.wait()
         self.next = time.ticks_add(self.next, GUARD_US)
         self.wait()
         self.mark(STOP, time.ticks_us(), self.sample)
